@@ -1,0 +1,1 @@
+"""Sans-I/O Pusher semantics: no sockets, no clock, no awaits."""

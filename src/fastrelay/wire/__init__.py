@@ -1,0 +1,1 @@
+"""Bytes to objects and back: WebSocket frames, the upgrade handshake, Pusher JSON."""
