@@ -1,0 +1,6 @@
+"""fastrelay: a fast Pusher Channels (protocol 7) server, a drop-in for Soketi and Laravel Reverb."""
+
+from ._version import __version__
+from .config import App, Config, WebhookTarget
+
+__all__ = ["App", "Config", "WebhookTarget", "__version__"]

@@ -1,0 +1,229 @@
+"""One TCP connection speaking HTTP/1.1 (httptools): the REST API, or an upgrade to WebSocket.
+
+Keep-alive and pipelining: requests are answered in the order they arrived; a handler may
+return an awaitable, and requests behind it wait. A request body over the limit gets 413 and
+the connection closes; a malformed request gets 400 and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+
+import httptools
+
+from ..errors import HandshakeError
+from ..wire.handshake import accept_response, validate_upgrade
+from .routes import Request, Response, Router, error_response
+
+__all__ = ["HttpConnection"]
+
+log = logging.getLogger("fastrelay.http")
+
+MAX_HEADERS = 100
+MAX_PIPELINED = 64  # requests queued behind a slow one before reading pauses
+
+# Called with (transport, request, bytes after the request); returns the protocol taking over.
+UpgradeHandler = Callable[[asyncio.Transport, Request, bytes], asyncio.Protocol]
+
+
+class HttpConnection(asyncio.Protocol):
+    """Parses requests with httptools and answers them through the router."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_body: int,
+        is_websocket_path: Callable[[str], bool],
+        upgrade: UpgradeHandler,
+    ) -> None:
+        self._router = router
+        self._max_body = max_body
+        self._is_websocket_path = is_websocket_path
+        self._upgrade = upgrade
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._remote = ""
+        self._queue: deque[tuple[Request, bool]] = deque()
+        self._busy = False  # an awaitable handler is running
+        self._closing = False
+        self._pending_upgrade: Request | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._header_count = 0
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._start_upgrade(data[offset:])
+        except httptools.HttpParserError as exc:
+            # Our own callbacks' refusals come back wrapped, as the exception's context.
+            cause = exc.__context__
+            if isinstance(cause, _BodyTooLarge):
+                self._fail(413, "The payload size is too big.")
+            elif isinstance(cause, _TooManyHeaders):
+                self._fail(431, "Too many headers")
+            else:
+                log.info("bad HTTP request from %s: %s", self._remote, exc)
+                self._fail(400, "Bad request")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._queue.clear()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise _TooManyHeaders
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            raise _BodyTooLarge
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        url = httptools.parse_url(self._url)
+        request = Request(
+            method=self._parser.get_method().decode("ascii", "replace"),
+            path=url.path.decode("latin-1") if url.path else "/",
+            raw_query=url.query.decode("latin-1") if url.query else "",
+            headers=self._headers,
+            body=b"".join(self._body),
+            remote_addr=self._remote,
+        )
+        if self._parser.should_upgrade():
+            # httptools raises HttpParserUpgrade right after this; the request waits there.
+            self._pending_upgrade = request
+            return
+        self._queue.append((request, self._parser.should_keep_alive()))
+        self._drain()
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while self._queue and not self._busy and not self._closing:
+            request, keep_alive = self._queue.popleft()
+            result = self._dispatch(request)
+            if inspect.isawaitable(result):
+                self._busy = True
+                asyncio.ensure_future(self._finish(result, request, keep_alive))
+                return
+            self._write(result, request, keep_alive)
+        if self._transport is not None and not self._closing:
+            if len(self._queue) > MAX_PIPELINED:
+                self._transport.pause_reading()
+            elif not self._busy:
+                self._transport.resume_reading()
+
+    async def _finish(self, pending: Awaitable[Response], request: Request, keep_alive: bool) -> None:
+        try:
+            response = await pending
+        except Exception:
+            log.exception("handler failed for %s %s", request.method, request.path)
+            response = error_response(500, "Internal server error")
+        self._busy = False
+        self._write(response, request, keep_alive)
+        self._drain()
+
+    def _dispatch(self, request: Request) -> Response | Awaitable[Response]:
+        if request.method == "OPTIONS":
+            return Response(204)
+        if self._is_websocket_path(request.path):
+            return error_response(426, "Upgrade Required", (("Upgrade", "websocket"),))
+        handler, params, allowed = self._router.resolve(request.method, request.path)
+        if handler is None:
+            if allowed:
+                return error_response(405, "Method not allowed", (("Allow", allowed),))
+            return error_response(404, "Not found")
+        request.params = params
+        try:
+            return handler(request)
+        except Exception:
+            log.exception("handler failed for %s %s", request.method, request.path)
+            return error_response(500, "Internal server error")
+
+    def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
+        if self._transport is None or self._closing:
+            return
+        self._transport.write(response.encode(keep_alive=keep_alive, head=request.method == "HEAD"))
+        if not keep_alive:
+            self._closing = True
+            self._transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        if self._transport is None:
+            return
+        self._transport.write(error_response(status, message).encode(keep_alive=False))
+        self._closing = True
+        self._transport.close()
+
+    # -- WebSocket upgrade -------------------------------------------------------------------
+
+    def _start_upgrade(self, rest: bytes) -> None:
+        request = self._pending_upgrade
+        transport = self._transport
+        if request is None or transport is None:
+            self._fail(400, "Bad request")
+            return
+        if self._queue or self._busy:
+            self._fail(400, "Upgrade after pipelined requests is not supported")
+            return
+        try:
+            key = validate_upgrade(request.method, request.headers)
+        except HandshakeError as exc:
+            response = error_response(exc.status, exc.message)
+            if exc.status == 426:
+                response.headers = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+            self._closing = True
+            transport.write(response.encode(keep_alive=False))
+            transport.close()
+            return
+        transport.write(accept_response(key))
+        self._closing = True
+        protocol = self._upgrade(transport, request, rest)
+        transport.set_protocol(protocol)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _TooManyHeaders(Exception):
+    pass
+
+

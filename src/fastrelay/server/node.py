@@ -1,0 +1,98 @@
+"""A fastrelay node: wires configuration, apps, hub, HTTP API and WebSocket gateway, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .. import _accel
+from .._version import __version__
+from ..apps.static import StaticAppManager
+from ..config import Config
+from ..hub.hub import Hub
+from .http import HttpConnection
+from .rest import RestApi
+from .ws import Gateway
+
+__all__ = ["Node", "run"]
+
+log = logging.getLogger("fastrelay")
+
+
+class Node:
+    """One server process: owns its state, so several nodes can live in one test process."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.loop = loop or asyncio.get_running_loop()
+        self.apps = StaticAppManager(config.apps)
+        self.hub = Hub(
+            clock=self.loop.time, call_later=self.loop.call_later, cache_ttl=config.cache_ttl
+        )
+        self.gateway = Gateway(config, self.apps, self.hub, self.loop)
+        self.rest = RestApi(config, self.apps, self.hub, is_closing=lambda: self.gateway.closing)
+        self._router = self.rest.router()
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    def _protocol(self) -> HttpConnection:
+        return HttpConnection(
+            self._router,
+            max_body=self.config.max_request_size,
+            is_websocket_path=self.gateway.is_websocket_path,
+            upgrade=self.gateway.upgrade,
+        )
+
+    async def start(self) -> None:
+        self._server = await self.loop.create_server(
+            self._protocol, self.config.host, self.config.port, reuse_address=True, backlog=4096
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.gateway.start()
+        accelerated = " ".join(f"{name}={impl}" for name, impl in sorted(_accel.implementations().items()))
+        log.info("fastrelay %s, accelerated: %s, loop: %s", __version__, accelerated, type(self.loop).__module__)
+        for app in self.config.apps:
+            log.info("app id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
+        log.info("fastrelay listening on %s:%d", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, 4200 to every client, wait the grace period."""
+        log.info("shutting down")
+        if self._server is not None:
+            self._server.close()
+        await self.gateway.close_all(self.config.shutdown_grace_period)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def _serve(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    node = Node(config, loop)
+    await node.start()
+    stop = loop.create_future()
+
+    def request_stop(signum: int) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        if not stop.done():
+            stop.set_result(None)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, request_stop, signum)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            signal.signal(signum, lambda s, f: loop.call_soon_threadsafe(request_stop, s))
+    await stop
+    await node.stop()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run a node until SIGINT/SIGTERM; returns the process exit code."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows has no uvloop
+        log.warning("uvloop is not available on %s; using the standard asyncio loop", sys.platform)
+        return asyncio.run(_serve(config))
+    return uvloop.run(_serve(config))

@@ -1,0 +1,375 @@
+"""The HTTP API handlers (HTTP_API.md §3, RELAY_EXTRAS.md §2–§3, §6).
+
+Order of checks for app routes: route → app exists (404) → app enabled (403) → signature (401)
+→ body validation (400/413) → action. Every failure is a :class:`RestError` turned into
+``{"error", "code"}`` with the right status in one place (:meth:`RestApi.guard`).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from .. import _accel
+from ..apps.base import AppManager
+from ..config import App, Config
+from ..errors import RestError
+from ..hub.hub import Hub
+from ..protocol import auth
+from ..protocol.channels import USER_CHANNEL_PREFIX, channel_kind, validate_channel_name
+from ..wire.codec import json_dumps
+from .routes import Request, Response, Router, error_response, json_response
+
+__all__ = ["RestApi"]
+
+_SOCKET_ID = re.compile(r"\d+\.\d+")
+_USER_ID = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
+_OK_TEXT = Response(200, b"OK", "text/plain")
+
+
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """One validated event of a publish request."""
+
+    name: str
+    channels: tuple[str, ...]
+    data: str
+    socket_id: str | None
+    info: frozenset[str]
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RestError(400, "The received data is incorrect") from None
+    if not isinstance(value, dict):
+        raise RestError(400, "The received data is incorrect")
+    return value
+
+
+def _info(value: Any) -> frozenset[str]:
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+class RestApi:
+    """Serves the HTTP API of one node from its hub and app manager."""
+
+    def __init__(
+        self,
+        config: Config,
+        apps: AppManager,
+        hub: Hub,
+        *,
+        is_closing: Callable[[], bool],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._apps = apps
+        self._hub = hub
+        self._is_closing = is_closing
+        self._now = wall_clock
+
+    def router(self) -> Router:
+        prefix = self._config.path_prefix.rstrip("/")
+        router = Router()
+        routes: list[tuple[str, str, Callable[[Request], Response]]] = [
+            ("GET", "/", self.root),
+            ("GET", "/health", self.health),
+            ("GET", "/ready", self.ready),
+            ("GET", "/up", self.up),
+            ("GET", "/stats", self.stats),
+            ("GET", "/accept-traffic", self.accept_traffic),
+            ("POST", "/apps/{app_id}/events", self.guard(self.trigger)),
+            ("POST", "/apps/{app_id}/batch_events", self.guard(self.trigger_batch)),
+            ("POST", "/apps/{app_id}/events/batch", self.guard(self.trigger_batch)),
+            ("GET", "/apps/{app_id}/channels", self.guard(self.list_channels)),
+            ("GET", "/apps/{app_id}/channels/{channel}", self.guard(self.channel_info)),
+            ("GET", "/apps/{app_id}/channels/{channel}/users", self.guard(self.channel_users)),
+            ("GET", "/apps/{app_id}/channels/{channel}/events", self.guard(self.history)),
+            (
+                "POST",
+                "/apps/{app_id}/users/{user_id}/terminate_connections",
+                self.guard(self.terminate),
+            ),
+            ("POST", "/users/{user_id}/terminate_connections", self.guard(self.terminate)),
+            ("POST", "/apps/{app_id}/users/{user_id}/events", self.guard(self.send_to_user)),
+            ("POST", "/apps/{app_id}/auth", self.guard(self.authorize)),
+            ("GET", "/apps/{app_id}/connections", self.guard(self.connections)),
+        ]
+        for method, pattern, handler in routes:
+            router.add(method, prefix + pattern, handler)
+        return router
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def guard(self, handler: Callable[[Request, App], Response]) -> Callable[[Request], Response]:
+        """Find and authenticate the app, run the handler, turn RestError into a response."""
+
+        def run(request: Request) -> Response:
+            try:
+                return handler(request, self._authenticate(request))
+            except RestError as exc:
+                return error_response(
+                    exc.status, exc.message, tuple(exc.headers.items())
+                )
+
+        return run
+
+    def _authenticate(self, request: Request) -> App:
+        app_id = request.params.get("app_id")
+        if app_id is None:
+            # POST /users/{id}/terminate_connections: pusher-http-python's path; app by auth_key.
+            key = auth.parse_query(request.raw_query).get("auth_key")
+            if key is None:
+                raise RestError(401, "Missing auth parameter: auth_key")
+            app = self._apps.find_by_key(key)
+            if app is None:
+                raise RestError(401, "Unknown auth_key")
+        else:
+            app_id = unquote(app_id)
+            app = self._apps.find_by_id(app_id)
+            if app is None:
+                raise RestError(404, f"The app {app_id} could not be found.")
+        if not app.enabled:
+            raise RestError(403, "The app is not enabled.")
+        auth.authenticate_request(
+            app,
+            request.method,
+            request.path,
+            request.raw_query,
+            request.body,
+            now=self._now(),
+            tolerance=self._config.api_timestamp_tolerance,
+            path_prefix=self._config.path_prefix,
+        )
+        return app
+
+    def _channel_param(self, request: Request, app: App) -> str:
+        name = unquote(request.params["channel"])
+        if validate_channel_name(name, app.max_channel_name_length) is not None:
+            raise RestError(400, f"Invalid channel name: {name}")
+        return name
+
+    # -- unauthenticated probes --------------------------------------------------------------
+
+    def root(self, request: Request) -> Response:
+        return _OK_TEXT
+
+    def health(self, request: Request) -> Response:
+        if self._is_closing():
+            return Response(503, b"CLOSING", "text/plain")
+        return _OK_TEXT
+
+    def ready(self, request: Request) -> Response:
+        if self._is_closing():
+            return Response(503, b"CLOSING", "text/plain")
+        return _OK_TEXT
+
+    def up(self, request: Request) -> Response:
+        return json_response({"health": "OK"})
+
+    def stats(self, request: Request) -> Response:
+        return json_response(
+            {"connections": self._hub.total_connections(), "channels": self._hub.total_channels()}
+        )
+
+    def accept_traffic(self, request: Request) -> Response:
+        used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return json_response(
+            {
+                "memory": {"usedSize": used, "totalSize": used, "percentUsage": 0},
+                "accelerated": dict(_accel.implementations()),
+            }
+        )
+
+    # -- publishing (HTTP_API.md §3.1, §3.2) -------------------------------------------------
+
+    def _parse_publish(self, app: App, item: Any) -> _Publish:
+        if not isinstance(item, dict):
+            raise RestError(400, "The received data is incorrect")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise RestError(400, "The event name is required")
+        if len(name) > app.max_event_name_length:
+            raise RestError(
+                400, f"The event name is too long. Maximum allowed size is {app.max_event_name_length}."
+            )
+        channels = item.get("channels")
+        if channels is None:
+            channel = item.get("channel")
+            channels = [channel] if channel is not None else None
+        if not isinstance(channels, list) or not channels:
+            raise RestError(400, "The channels field is required")
+        unique: dict[str, None] = {}
+        for channel in channels:
+            if not isinstance(channel, str):
+                raise RestError(400, "Each channel must be a string")
+            problem = validate_channel_name(channel, app.max_channel_name_length)
+            if problem is not None:
+                raise RestError(400, f"Invalid channel name: {channel[:250]}")
+            unique[channel] = None
+        if len(unique) > app.max_event_channels_at_once:
+            raise RestError(
+                400, f"Cannot trigger to more than {app.max_event_channels_at_once} channels at once"
+            )
+        if len(unique) > 1 and any(channel_kind(c).is_encrypted for c in unique):
+            raise RestError(400, "Cannot trigger to multiple channels when using encrypted channels")
+        if "data" not in item:
+            raise RestError(400, "The data field is required")
+        data = item["data"]
+        if not isinstance(data, str):
+            data = json_dumps(data).decode()
+        if len(data.encode()) > app.max_event_payload_bytes:
+            raise RestError(
+                413, f"The event data should be less than {app.max_event_payload_kb:g} KB."
+            )
+        socket_id = item.get("socket_id")
+        if socket_id is not None and (
+            not isinstance(socket_id, str) or not _SOCKET_ID.fullmatch(socket_id)
+        ):
+            raise RestError(400, "Invalid socket_id")
+        return _Publish(name, tuple(unique), data, socket_id, _info(item.get("info")))
+
+    def _publish(self, app: App, item: _Publish) -> None:
+        for channel in item.channels:
+            self._hub.publish(app, channel, item.name, item.data, item.socket_id)
+
+    def _channel_attributes(self, app: App, name: str, info: frozenset[str]) -> dict[str, int]:
+        channel = self._hub.channel(app.id, name)
+        out: dict[str, int] = {}
+        if "user_count" in info and channel_kind(name).is_presence:
+            out["user_count"] = channel.user_count if channel else 0
+        if "subscription_count" in info:
+            out["subscription_count"] = channel.subscription_count if channel else 0
+        return out
+
+    def trigger(self, request: Request, app: App) -> Response:
+        item = self._parse_publish(app, _json_object(request.body))
+        self._publish(app, item)
+        if not item.info:
+            return json_response({})
+        return json_response(
+            {"channels": {c: self._channel_attributes(app, c, item.info) for c in item.channels}}
+        )
+
+    def trigger_batch(self, request: Request, app: App) -> Response:
+        batch = _json_object(request.body).get("batch")
+        if not isinstance(batch, list):
+            raise RestError(400, "The batch field must be an array")
+        if len(batch) > app.max_event_batch_size:
+            raise RestError(
+                400, f"Cannot batch-send more than {app.max_event_batch_size} messages at once"
+            )
+        items = [self._parse_publish(app, entry) for entry in batch]  # all or nothing
+        for item in items:
+            self._publish(app, item)
+        if not any(item.info for item in items):
+            return json_response({})
+        return json_response(
+            {
+                "batch": [
+                    self._channel_attributes(app, item.channels[0], item.info) if item.info else {}
+                    for item in items
+                ]
+            }
+        )
+
+    def send_to_user(self, request: Request, app: App) -> Response:
+        user_id = unquote(request.params["user_id"])
+        if not _USER_ID.fullmatch(user_id):
+            raise RestError(400, f"Invalid user id: {user_id[:250]}")
+        body = _json_object(request.body)
+        body["channels"] = [USER_CHANNEL_PREFIX + user_id]
+        body.pop("channel", None)
+        self._publish(app, self._parse_publish(app, body))
+        return json_response({})
+
+    # -- queries (HTTP_API.md §3.3–§3.5) -----------------------------------------------------
+
+    def list_channels(self, request: Request, app: App) -> Response:
+        params = auth.parse_query(request.raw_query)
+        prefix = params.get("filter_by_prefix", "")
+        info = _info(params.get("info"))
+        if "user_count" in info and not prefix.startswith("presence-"):
+            raise RestError(400, "user_count may only be requested with filter_by_prefix=presence-")
+        channels: dict[str, dict[str, int]] = {}
+        for channel in self._hub.channels(app.id, prefix):
+            entry = {"subscription_count": channel.subscription_count}
+            if "user_count" in info:
+                entry["user_count"] = channel.user_count
+            channels[channel.name] = entry
+        return json_response({"channels": channels})
+
+    def channel_info(self, request: Request, app: App) -> Response:
+        name = self._channel_param(request, app)
+        info = _info(auth.parse_query(request.raw_query).get("info"))
+        kind = channel_kind(name)
+        if "user_count" in info and not kind.is_presence:
+            raise RestError(400, "user_count may only be requested for presence channels")
+        if "cache" in info and not kind.is_cache:
+            raise RestError(400, "cache may only be requested for cache channels")
+        channel = self._hub.channel(app.id, name)
+        count = channel.subscription_count if channel else 0
+        out: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
+        if kind.is_presence:
+            out["user_count"] = channel.user_count if channel else 0
+        if "cache" in info:
+            cached = self._hub.cached_event(app.id, name)
+            out["cache"] = (
+                None
+                if cached is None
+                else {
+                    "event": cached.event,
+                    "data": cached.data,
+                    "ttl": self._hub.cache_ttl_left(cached),
+                }
+            )
+        return json_response(out)
+
+    def channel_users(self, request: Request, app: App) -> Response:
+        name = self._channel_param(request, app)
+        if not channel_kind(name).is_presence:
+            raise RestError(400, "The channel must be a presence channel.")
+        with_info = auth.parse_query(request.raw_query).get("with_user_info") in ("1", "true")
+        channel = self._hub.channel(app.id, name)
+        users = []
+        for member in channel.members.values() if channel else ():
+            entry: dict[str, Any] = {"id": member.user_id}
+            if with_info:
+                entry["user_info"] = member.user_info
+            users.append(entry)
+        return json_response({"users": users})
+
+    def history(self, request: Request, app: App) -> Response:
+        self._channel_param(request, app)
+        raise RestError(404, "Event history is disabled")
+
+    def connections(self, request: Request, app: App) -> Response:
+        return json_response({"connections": self._hub.connection_count(app.id)})
+
+    # -- users and tokens --------------------------------------------------------------------
+
+    def terminate(self, request: Request, app: App) -> Response:
+        self._hub.terminate_user(app.id, unquote(request.params["user_id"]))
+        return json_response({})
+
+    def authorize(self, request: Request, app: App) -> Response:
+        result = auth.authorize(
+            app,
+            request.body,
+            request.headers.get("content-type"),
+            master_key=self._config.encryption_master_key,
+        )
+        return json_response(result)
+
+

@@ -1,0 +1,354 @@
+"""WebSocket connections: frames in, Pusher session, frames out.
+
+The :class:`Gateway` owns this node's live connections: it runs the Pusher handshake checks
+after the HTTP 101 (PROTOCOL.md §1.2), pings idle clients and drops those that stop answering
+(§4), and closes everyone on shutdown (§12). Each :class:`WebSocketConnection` turns errors
+into ``pusher:error`` + close frame in exactly one method, :meth:`WebSocketConnection.close_with_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import random
+
+from urllib.parse import parse_qsl, urlsplit
+
+from ..apps.base import AppManager
+from ..config import App, Config
+from ..errors import (
+    AppDisabled,
+    AppNotFound,
+    InvalidVersion,
+    NoVersion,
+    OverCapacity,
+    PathNotFound,
+    PusherError,
+    ReconnectNow,
+    Unauthorized,
+    UnsupportedVersion,
+    WebSocketError,
+)
+from ..hub.fanout import Outlet
+from ..hub.hub import Hub
+from ..hub.state import Client
+from ..protocol.session import Session
+from ..wire import codec
+from ..wire.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    encode_close,
+    encode_frame,
+    parse_close,
+)
+from .routes import Request
+
+__all__ = ["Gateway", "WebSocketConnection"]
+
+log = logging.getLogger("fastrelay.ws")
+
+CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame before dropping TCP
+SOCKET_ID_MAX = 10**10  # socket_id parts: 1–10 digits, no leading zeros (PROTOCOL.md §1.3)
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+
+
+class Gateway:
+    """Accepts upgraded connections for every app and keeps the live ones."""
+
+    def __init__(self, config: Config, apps: AppManager, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.apps = apps
+        self.hub = hub
+        self.loop = loop
+        self.connections: dict[str, WebSocketConnection] = {}  # socket_id → live connection
+        self.closing = False
+        self._random = random.Random()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._all_closed: asyncio.Future[None] | None = None
+        self._prefix = config.path_prefix.rstrip("/")
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def is_websocket_path(self, path: str) -> bool:
+        return path.startswith(self._prefix + "/app/")
+
+    def upgrade(self, transport: asyncio.Transport, request: Request, rest: bytes) -> WebSocketConnection:
+        """Called by the HTTP layer after the 101; the returned protocol takes the transport."""
+        connection = WebSocketConnection(self, transport, request)
+        connection.start(rest)
+        return connection
+
+    def new_socket_id(self) -> str:
+        while True:
+            socket_id = (
+                f"{self._random.randrange(1, SOCKET_ID_MAX)}.{self._random.randrange(1, SOCKET_ID_MAX)}"
+            )
+            if socket_id not in self.connections:
+                return socket_id
+
+    def admit(self, request: Request) -> App:
+        """The handshake checks, in the order of PROTOCOL.md §1.2.
+
+        Raises:
+            PusherError: the first check that failed.
+        """
+        if self.closing:
+            raise ReconnectNow()
+        path = request.path[len(self._prefix) :] if self._prefix else request.path
+        parts = path.split("/")
+        if len(parts) != 3 or parts[1] != "app" or not parts[2]:
+            raise PathNotFound()
+        query = dict(parse_qsl(request.raw_query, keep_blank_values=True))
+        protocol = query.get("protocol")
+        if protocol is not None:
+            if not protocol.isdigit() or int(protocol) < 1:
+                raise InvalidVersion()
+            if not 4 <= int(protocol) <= 7:
+                raise UnsupportedVersion(f"Unsupported protocol version: {protocol}")
+        elif self.config.require_protocol:
+            raise NoVersion()
+        key = parts[2]
+        app = self.apps.find_by_key(key)
+        if app is None:
+            raise AppNotFound(f"App key {key} does not exist.")
+        if not app.enabled:
+            raise AppDisabled()
+        if not _origin_allowed(app.allowed_origins, request.headers.get("origin")):
+            raise Unauthorized("Origin not allowed")
+        if 0 <= app.max_connections <= self.hub.connection_count(app.id):
+            raise OverCapacity()
+        return app
+
+    # -- liveness (PROTOCOL.md §4) -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._schedule_sweep()
+
+    def _sweep_interval(self) -> float:
+        return max(0.05, min(1.0, self.config.ping_interval / 4, self.config.pong_timeout / 4))
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        ping_interval = self.config.ping_interval
+        pong_timeout = self.config.pong_timeout
+        for connection in list(self.connections.values()):
+            connection.check_liveness(now, ping_interval, pong_timeout)
+        self._schedule_sweep()
+
+    # -- shutdown (PROTOCOL.md §12) ----------------------------------------------------------
+
+    async def close_all(self, timeout: float) -> None:
+        """Refuse new connections, send 4200 to everyone, wait for them to go."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections.values()):
+            connection.close_with_error(ReconnectNow.code, ReconnectNow.message)
+        if self.connections:
+            self._all_closed = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
+            except asyncio.TimeoutError:
+                for connection in list(self.connections.values()):
+                    connection.abort()
+
+    def forget(self, connection: WebSocketConnection) -> None:
+        if self.connections.get(connection.socket_id) is connection:
+            del self.connections[connection.socket_id]
+        if not self.connections and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
+
+
+def _origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
+    """Reverb's ``allowed_origins``: ``*`` or host patterns with wildcards."""
+    if "*" in allowed:
+        return True
+    if not origin:
+        return False
+    host = urlsplit(origin).hostname or origin
+    return any(fnmatch.fnmatchcase(host, pattern) for pattern in allowed)
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One client: parses frames, feeds the session, answers control frames, closes cleanly."""
+
+    def __init__(self, gateway: Gateway, transport: asyncio.Transport, request: Request) -> None:
+        self._gateway = gateway
+        self._transport = transport
+        self._request = request
+        self._parser = FrameParser(gateway.config.max_message_size)
+        self._state = _OPEN
+        self.socket_id = ""
+        self._client: Client | None = None
+        self._session: Session | None = None
+        self.last_seen = gateway.loop.time()
+        self._ping_sent_at: float | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self, rest: bytes) -> None:
+        gateway = self._gateway
+        try:
+            app = gateway.admit(self._request)
+        except PusherError as exc:
+            log.info("refused connection from %s: %s %s", self._request.remote_addr, exc.code, exc.message)
+            self.close_with_error(exc.code, exc.message)
+            return
+        self.socket_id = gateway.new_socket_id()
+        outlet = Outlet(
+            self.socket_id, self._transport, gateway.config.write_buffer_high_water, self._overflowed
+        )
+        self._client = Client(app, self.socket_id, outlet, self.close_with_error)
+        self._session = Session(
+            self._client, gateway.hub, clock=gateway.loop.time, on_authorized=self._authorized
+        )
+        gateway.connections[self.socket_id] = self
+        gateway.hub.add_client(self._client)
+        self._client.send(
+            codec.encode_connection_established(self.socket_id, gateway.config.activity_timeout)
+        )
+        if app.enable_user_authentication:
+            self._timers.append(
+                gateway.loop.call_later(
+                    gateway.config.user_authentication_timeout, self._authorization_expired
+                )
+            )
+        if rest:
+            self.data_received(rest)
+
+    def _authorized(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def _authorization_expired(self) -> None:
+        self.close_with_error(Unauthorized.code, "Connection not authorized within timeout.")
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The transport arrives already connected (set_protocol after the upgrade).
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _CLOSED:
+            return
+        try:
+            messages = self._parser.feed(data)
+        except WebSocketError as exc:
+            log.info("closing %s: %s (%d)", self.socket_id or self._request.remote_addr, exc.reason, exc.close_code)
+            self._close(exc.close_code, exc.reason)
+            return
+        self.last_seen = self._gateway.loop.time()
+        self._ping_sent_at = None
+        for opcode, payload in messages:
+            if opcode == OP_TEXT or opcode == OP_BINARY:
+                if self._state == _OPEN and self._session is not None:
+                    self._handle_message(payload)
+            elif opcode == OP_PING:
+                self._write(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                self._peer_closed(payload)
+                return
+
+    def _handle_message(self, payload: bytes) -> None:
+        assert self._session is not None
+        try:
+            self._session.receive_message(payload)
+        except PusherError as exc:
+            self.close_with_error(exc.code, exc.message)
+        except Exception:
+            # A bug of ours: log it, tell the client nothing about it, let it reconnect.
+            log.exception("unexpected error handling a message from %s", self.socket_id)
+            self.close_with_error(ReconnectNow.code, "Internal server error")
+
+    def _peer_closed(self, payload: bytes) -> None:
+        try:
+            code, _reason = parse_close(payload)
+        except WebSocketError as exc:
+            self._close(exc.close_code, exc.reason)
+            return
+        if self._state == _OPEN:
+            # Echo the close (RFC 6455 §5.5.1), then the server drops TCP first.
+            self._write(encode_close(code) if code != 1005 else encode_frame(OP_CLOSE, b""))
+        self._leave()
+        self._state = _CLOSED
+        self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        self._leave()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close_with_error(self, code: int | None, message: str) -> None:
+        """Send ``pusher:error`` then a close frame with the same code (PROTOCOL.md §1.2)."""
+        if self._state != _OPEN:
+            return
+        self._write(encode_frame(OP_TEXT, codec.encode_error(code, message)))
+        self._close(code or 4000, message)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: leave the hub now, drop TCP if the peer stays silent."""
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        self._leave()
+        self._write(encode_close(code, reason))
+        self._timers.append(self._gateway.loop.call_later(CLOSE_TIMEOUT, self._transport.close))
+
+    def abort(self) -> None:
+        self._state = _CLOSED
+        self._leave()
+        self._transport.abort()
+
+    def _leave(self) -> None:
+        """Run the disconnect path once: unsubscribe everything, forget the connection."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        client.outlet.close()
+        self._gateway.hub.remove_client(client)
+        self._gateway.forget(self)
+
+    def _overflowed(self) -> None:
+        # Called from inside a fan-out loop: defer, and drop a client that cannot keep up.
+        log.warning("dropping %s: write buffer over the high-water mark", self.socket_id)
+        self._gateway.loop.call_soon(self.abort)
+
+    def _write(self, frame: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(frame)
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    def check_liveness(self, now: float, ping_interval: float, pong_timeout: float) -> None:
+        if self._state != _OPEN:
+            return
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at >= pong_timeout:
+                self.close_with_error(4201, "Pong reply not received in time")
+        elif now - self.last_seen >= ping_interval:
+            self._ping_sent_at = now
+            self._write(encode_frame(OP_TEXT, codec.PING))
+
+
