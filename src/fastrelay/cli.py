@@ -1,0 +1,117 @@
+"""The command line: ``python -m fastrelay [serve] [options]`` and ``fastrelay bench …``.
+
+Flags, variables and the config file are read by :mod:`fastrelay.settings`; this module turns a
+bad configuration into one ``fastrelay: error: …`` line and exit code 2, sets up logging, warns
+about unknown variables, then hands the configuration to the server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from .config import Config
+from .errors import ConfigError
+from .settings import load_config, unknown_variables
+
+__all__ = ["JsonFormatter", "configure_logging", "main"]
+
+log = logging.getLogger("fastrelay")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` (+ ``exc_info``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler main() installs, so a second call replaces it instead of adding one."""
+
+
+def configure_logging(config: Config) -> None:
+    """Log to stderr at ``config.log_level``, as text or JSON lines (``config.log_format``)."""
+    handler = _Handler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(config.log_level.upper())
+
+
+def _error(message: str) -> int:
+    print(f"fastrelay: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        bench = importlib.import_module("fastrelay.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name == "fastrelay.bench":
+            return _error("the bench subcommand is not available (no fastrelay.bench module)")
+        return _error(f"the bench subcommand needs the missing module {exc.name!r}")
+    try:
+        return int(bench.main(argv) or 0)
+    except SystemExit as exc:
+        return _exit_code(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run fastrelay; returns the process exit code (2 = bad configuration)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "bench":
+        return _bench(args[1:])
+    if args and args[0] == "serve":
+        args = args[1:]
+    environ = os.environ
+    try:
+        config = load_config(args, environ)
+    except ConfigError as exc:
+        return _error(str(exc))
+    except SystemExit as exc:  # --help and --version print, then exit through argparse
+        return _exit_code(exc)
+    configure_logging(config)
+    for name in unknown_variables(environ):
+        log.warning("ignoring %s: not a setting fastrelay reads (see --help)", name)
+    try:
+        from fastrelay.server.node import run
+
+        return run(config)
+    except ConfigError as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return 130
