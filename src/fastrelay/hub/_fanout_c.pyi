@@ -1,0 +1,42 @@
+"""Deliver one encoded frame to many connections: stub of the compiled twin of ``_fanout_py``."""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["Outlet", "fanout"]
+
+class Outlet:
+    """One WebSocket connection's write end, as the fan-out sees it.
+
+    ``transport`` is an asyncio write transport (``write`` and ``get_write_buffer_size``); its
+    bound methods are fetched once, at construction. When a write leaves more than
+    ``high_water`` bytes buffered, the outlet closes itself and calls ``on_overflow()`` once.
+    ``on_overflow`` runs in the middle of a fan-out: it must only schedule the disconnect (for
+    example with ``loop.call_soon``) and must not add to or remove from the collection being
+    iterated. The class is final (not subclassable).
+    """
+
+    @property
+    def socket_id(self) -> str:
+        """The Pusher ``socket_id`` of the connection."""
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close` or an overflow; sends are then refused."""
+
+    def __init__(
+        self, socket_id: str, transport: Any, high_water: int, on_overflow: Callable[[], None]
+    ) -> None: ...
+    def send(self, frame: bytes) -> bool:
+        """Write ``frame``; return False (writing nothing) if the outlet is closed."""
+
+    def close(self) -> None:
+        """Refuse every later send."""
+
+def fanout(frame: bytes, outlets: Iterable[Outlet], except_socket_id: str | None) -> int:
+    """Send ``frame`` to every outlet but the one whose ``socket_id`` is ``except_socket_id``.
+
+    Returns how many outlets wrote it (closed outlets are skipped). Every item must be an
+    :class:`Outlet` of this module (``TypeError`` otherwise). Exceptions from a transport or an
+    ``on_overflow`` callback propagate and end the loop.
+    """
