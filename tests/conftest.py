@@ -46,7 +46,9 @@ class Peer:
         self.terminated: list[tuple[int, str]] = []
         self.authorized = 0
         outlet = Outlet(socket_id, self.transport, 1 << 20, lambda: None)
-        self.client = Client(app, socket_id, outlet, lambda code, msg: self.terminated.append((code, msg)))
+        self.client = Client(
+            app, socket_id, outlet, lambda code, msg: self.terminated.append((code, msg))
+        )
         self.session = Session(self.client, hub, clock=clock, on_authorized=self._authorized)
         hub.add_client(self.client)
         self._parser = FrameParser(1 << 24, require_mask=False)

@@ -1,4 +1,4 @@
-"""fastrelay: a fast Pusher Channels (protocol 7) server, a drop-in for Soketi and Laravel Reverb."""
+"""fastrelay: a fast Pusher Channels (protocol 7) server, a drop-in for Soketi and Reverb."""
 
 from ._version import __version__
 from .config import App, Config, WebhookTarget

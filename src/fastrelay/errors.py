@@ -53,7 +53,7 @@ class FastRelayError(Exception):
 
 
 class ConfigError(FastRelayError):
-    """A configuration value is invalid; the message names the key, the value and what is expected."""
+    """A configuration value is invalid; the message names the key, value and expectation."""
 
 
 class WebSocketError(FastRelayError):
@@ -82,7 +82,7 @@ class HandshakeError(FastRelayError):
 
 
 class PusherError(FastRelayError):
-    """A Pusher protocol error: sent as ``pusher:error`` and, when ``close`` is true, the close code.
+    """A Pusher protocol error: sent as ``pusher:error``, then closes with ``code`` if ``close``.
 
     ``code`` follows the Pusher ranges: 4000–4099 do not reconnect, 4100–4199 back off,
     4200–4299 reconnect at once, 4300–4399 other.

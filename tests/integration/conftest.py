@@ -90,7 +90,9 @@ def start_server(env: dict[str, str] | None = None, args: list[str] | None = Non
     full_env.update(BASE_ENV)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "fastrelay", "--host", "127.0.0.1", "--port", "0", *(args or [])]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env)
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env
+    )
     server = ServerProcess(proc)
     threading.Thread(target=server._pump, daemon=True).start()
     line = server.wait_for_log("listening on")
@@ -131,7 +133,9 @@ class PusherSocket:
         self.ws = ws
         self.socket_id = ""
 
-    async def send(self, event: str, data: Any = None, channel: str | None = None, **extra: Any) -> None:
+    async def send(
+        self, event: str, data: Any = None, channel: str | None = None, **extra: Any
+    ) -> None:
         message: dict[str, Any] = {"event": event}
         if data is not None:
             message["data"] = data
@@ -169,9 +173,13 @@ class PusherSocket:
         await self.ws.close()
 
 
-async def connect(server: ServerProcess, key: str = APP_KEY, query: str = "protocol=7", **kwargs: Any) -> PusherSocket:
+async def connect(
+    server: ServerProcess, key: str = APP_KEY, query: str = "protocol=7", **kwargs: Any
+) -> PusherSocket:
     """Open a WebSocket and read ``pusher:connection_established``."""
-    ws = await websockets.connect(server.ws_url(key, query), open_timeout=TIMEOUT, max_size=None, **kwargs)
+    ws = await websockets.connect(
+        server.ws_url(key, query), open_timeout=TIMEOUT, max_size=None, **kwargs
+    )
     sock = PusherSocket(ws)
     established = await sock.recv()
     assert established["event"] == "pusher:connection_established", established
@@ -179,21 +187,33 @@ async def connect(server: ServerProcess, key: str = APP_KEY, query: str = "proto
     return sock
 
 
-async def connect_raw(server: ServerProcess, key: str = APP_KEY, query: str = "protocol=7", **kwargs: Any) -> PusherSocket:
+async def connect_raw(
+    server: ServerProcess, key: str = APP_KEY, query: str = "protocol=7", **kwargs: Any
+) -> PusherSocket:
     """Open a WebSocket without reading anything (for handshake error tests)."""
-    ws = await websockets.connect(server.ws_url(key, query), open_timeout=TIMEOUT, max_size=None, **kwargs)
+    ws = await websockets.connect(
+        server.ws_url(key, query), open_timeout=TIMEOUT, max_size=None, **kwargs
+    )
     return PusherSocket(ws)
 
 
 # -- tokens and signed HTTP, computed here from the spec's formulas --------------------------
 
 
-def token(socket_id: str, channel: str, channel_data: str | None = None, secret: str = APP_SECRET, key: str = APP_KEY) -> str:
+def token(
+    socket_id: str,
+    channel: str,
+    channel_data: str | None = None,
+    secret: str = APP_SECRET,
+    key: str = APP_KEY,
+) -> str:
     message = f"{socket_id}:{channel}" + (f":{channel_data}" if channel_data is not None else "")
     return key + ":" + hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def signin_token(socket_id: str, user_data: str, secret: str = APP_SECRET, key: str = APP_KEY) -> str:
+def signin_token(
+    socket_id: str, user_data: str, secret: str = APP_SECRET, key: str = APP_KEY
+) -> str:
     message = f"{socket_id}::user::{user_data}"
     return key + ":" + hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
@@ -224,7 +244,9 @@ def signed_url(
     return f"{server.http}{path}?{urllib.parse.urlencode({**query, 'auth_signature': signature})}"
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """A plain blocking HTTP request; returns (status, headers, body) for any status."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -234,11 +256,19 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
         return exc.code, dict(exc.headers), exc.read()
 
 
-def api(server: ServerProcess, method: str, path: str, payload: Any = None, params: dict[str, str] | None = None) -> tuple[int, Any]:
+def api(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    payload: Any = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """A signed API call; returns (status, parsed JSON body)."""
     body = json.dumps(payload).encode() if payload is not None else b""
     status, _headers, raw = http(
-        method, signed_url(server, method, path, body, params), body or None,
+        method,
+        signed_url(server, method, path, body, params),
+        body or None,
         {"Content-Type": "application/json"} if body else {},
     )
     return status, json.loads(raw) if raw else None

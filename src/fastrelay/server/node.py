@@ -1,4 +1,4 @@
-"""A fastrelay node: wires configuration, apps, hub, HTTP API and WebSocket gateway, and runs them."""
+"""A fastrelay node: wires configuration, apps, hub, HTTP API and WebSocket gateway; runs them."""
 
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ class Node:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self.gateway.start()
-        accelerated = " ".join(f"{name}={impl}" for name, impl in sorted(_accel.implementations().items()))
-        log.info("fastrelay %s, accelerated: %s, loop: %s", __version__, accelerated, type(self.loop).__module__)
+        accelerated = " ".join(
+            f"{name}={impl}" for name, impl in sorted(_accel.implementations().items())
+        )
+        log.info(
+            "fastrelay %s, accelerated: %s, loop: %s",
+            __version__,
+            accelerated,
+            type(self.loop).__module__,
+        )
         for app in self.config.apps:
             log.info("app id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
         log.info("fastrelay listening on %s:%d", self.config.host, self.port)

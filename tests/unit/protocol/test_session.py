@@ -47,7 +47,9 @@ def test_ping_gets_pong_with_object_data(app, peer):
     assert p.received() == [{"event": "pusher:pong", "data": {}}]
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'{"data":{}}', b'{"event":3}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[1,2]", b'{"data":{}}', b'{"event":3}', b"\xff\xfe"]
+)
 def test_malformed_messages_get_null_code_error(app, peer, raw):
     p = peer(app)
     p.session.receive_message(raw)
@@ -224,8 +226,15 @@ def test_disconnect_removes_member(app, peer, hub):
 
 @pytest.mark.parametrize(
     "channel_data",
-    [None, "not json", "[1]", '{"user_info":{}}', '{"user_id":""}', '{"user_id":true}',
-     json.dumps({"user_id": "x" * 129})],
+    [
+        None,
+        "not json",
+        "[1]",
+        '{"user_info":{}}',
+        '{"user_id":""}',
+        '{"user_id":true}',
+        json.dumps({"user_id": "x" * 129}),
+    ],
 )
 def test_presence_needs_usable_channel_data(app, peer, channel_data):
     p = peer(app)
@@ -272,7 +281,9 @@ def test_client_event_relayed_to_others_only(app, peer, webhooks):
     a.received(), b.received()
     a.send("client-typing", {"on": True}, channel="private-chat")
     assert a.received() == []
-    assert b.received() == [{"event": "client-typing", "channel": "private-chat", "data": {"on": True}}]
+    assert b.received() == [
+        {"event": "client-typing", "channel": "private-chat", "data": {"on": True}}
+    ]
     assert webhooks[-1]["name"] == "client_event"
     assert webhooks[-1]["data"] == '{"on":true}'
 
@@ -304,7 +315,10 @@ def test_client_event_rejections(app, peer):
     p.received()
     for channel in ("news", "cache-x", "private-encrypted-x"):
         msg = reject(p, "client-x", channel)
-        assert msg["data"]["message"] == "Client events are only allowed on private and presence channels."
+        assert (
+            msg["data"]["message"]
+            == "Client events are only allowed on private and presence channels."
+        )
     msg = reject(p, "client-x", "private-other")
     assert msg["data"]["message"] == "The client is not a member of the specified channel."
     msg = reject(p, "client-" + "x" * 200, "private-chat")
@@ -352,7 +366,11 @@ def test_cache_miss_then_replay(app, peer, hub, webhooks, clock):
     a = peer(app)
     a.send("pusher:subscribe", {"channel": "cache-prices"})
     assert a.received() == [
-        {"event": "pusher_internal:subscription_succeeded", "channel": "cache-prices", "data": "{}"},
+        {
+            "event": "pusher_internal:subscription_succeeded",
+            "channel": "cache-prices",
+            "data": "{}",
+        },
         {"event": "pusher:cache_miss", "channel": "cache-prices"},
     ]
     assert {"name": "cache_miss", "channel": "cache-prices"} in webhooks
@@ -379,7 +397,9 @@ def test_cache_stored_without_subscribers(app, peer, hub):
 
 def signin(p: Any, user: dict[str, Any]) -> str:
     user_data = json.dumps(user, separators=(",", ":"))
-    p.send("pusher:signin", {"user_data": user_data, "auth": sign(f"{p.socket_id}::user::{user_data}")})
+    p.send(
+        "pusher:signin", {"user_data": user_data, "auth": sign(f"{p.socket_id}::user::{user_data}")}
+    )
     return user_data
 
 
@@ -413,8 +433,10 @@ def test_second_user_is_refused_without_closing(app, peer):
     p.received()
     signin(p, {"id": "u2"})
     assert p.received() == [
-        {"event": "pusher:error",
-         "data": {"code": None, "message": "Connection is already signed in as another user."}}
+        {
+            "event": "pusher:error",
+            "data": {"code": None, "message": "Connection is already signed in as another user."},
+        }
     ]
     assert p.client.user_id == "u1"
 
@@ -423,7 +445,9 @@ def test_user_channel_requires_matching_sign_in(app, peer, hub):
     p = peer(app)
     p.send("pusher:subscribe", {"channel": "#server-to-user-u1", "auth": ""})
     assert p.received()[0]["data"] == {
-        "type": "AuthError", "error": "Not signed in as user u1", "status": 401
+        "type": "AuthError",
+        "error": "Not signed in as user u1",
+        "status": 401,
     }
     signin(p, {"id": "u1"})
     other = peer(app)
@@ -444,13 +468,20 @@ def test_watchlist_initial_state_and_transitions(app, peer, hub):
     assert success["event"] == "pusher:signin_success"
     assert state["event"] == "pusher_internal:watchlist_events"
     assert json.loads(state["data"]) == {
-        "events": [{"name": "online", "user_ids": ["bob"]}, {"name": "offline", "user_ids": ["carol"]}]
+        "events": [
+            {"name": "online", "user_ids": ["bob"]},
+            {"name": "offline", "user_ids": ["carol"]},
+        ]
     }
     carol = peer(app)
     signin(carol, {"id": "carol"})
-    assert json.loads(alice.received()[0]["data"]) == {"events": [{"name": "online", "user_ids": ["carol"]}]}
+    assert json.loads(alice.received()[0]["data"]) == {
+        "events": [{"name": "online", "user_ids": ["carol"]}]
+    }
     hub.remove_client(bob.client)
-    assert json.loads(alice.received()[0]["data"]) == {"events": [{"name": "offline", "user_ids": ["bob"]}]}
+    assert json.loads(alice.received()[0]["data"]) == {
+        "events": [{"name": "offline", "user_ids": ["bob"]}]
+    }
 
 
 def test_watchlist_over_limit(app, peer):
@@ -458,7 +489,13 @@ def test_watchlist_over_limit(app, peer):
     signin(p, {"id": "a", "watchlist": [f"w{i}" for i in range(150)]})
     received = p.received()
     assert received[0]["event"] == "pusher:signin_success"
-    assert {"event": "pusher:error", "data": {"code": 4302, "message": "Watchlist limit exceeded. Only the first 100 user IDs are accepted."}} in received
+    assert {
+        "event": "pusher:error",
+        "data": {
+            "code": 4302,
+            "message": "Watchlist limit exceeded. Only the first 100 user IDs are accepted.",
+        },
+    } in received
     assert len(p.client.watchlist) == 100
 
 
@@ -481,7 +518,8 @@ def test_subscription_count_when_enabled(app, peer, webhooks):
     a, b = peer(counting), peer(counting)
     a.send("pusher:subscribe", {"channel": "news"})
     assert a.received()[-1] == {
-        "event": "pusher_internal:subscription_count", "channel": "news",
+        "event": "pusher_internal:subscription_count",
+        "channel": "news",
         "data": '{"subscription_count":1}',
     }
     b.send("pusher:subscribe", {"channel": "news"})
