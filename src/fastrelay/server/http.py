@@ -2,7 +2,8 @@
 
 Keep-alive and pipelining: requests are answered in the order they arrived; a handler may
 return an awaitable, and requests behind it wait. A request body over the limit gets 413 and
-the connection closes; a malformed request gets 400 and closes.
+the connection closes; a malformed request gets 400 and closes. Closing never resets a peer
+that is still sending (see :meth:`HttpConnection._shutdown`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-
 
 import httptools
 
@@ -26,6 +26,7 @@ log = logging.getLogger("fastrelay.http")
 
 MAX_HEADERS = 100
 MAX_PIPELINED = 64  # requests queued behind a slow one before reading pauses
+LINGER_SECONDS = 5.0  # how long a closing connection keeps reading (and dropping) input
 
 # Called with (transport, request, bytes after the request); returns the protocol taking over.
 UpgradeHandler = Callable[[asyncio.Transport, Request, bytes], asyncio.Protocol]
@@ -49,10 +50,13 @@ class HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._remote = ""
-        self._queue: deque[tuple[Request, bool]] = deque()
+        # (request, keep-alive, HTTP/1.0) in arrival order
+        self._queue: deque[tuple[Request, bool, bool]] = deque()
         self._busy = False  # an awaitable handler is running
         self._closing = False
         self._pending_upgrade: Request | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._task: asyncio.Future[None] | None = None  # the awaitable handler running
         self._reset()
 
     def _reset(self) -> None:
@@ -65,6 +69,7 @@ class HttpConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport.
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
@@ -91,6 +96,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._queue.clear()
+        if self._linger is not None:
+            self._linger.cancel()
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -108,6 +115,17 @@ class HttpConnection(asyncio.Protocol):
         text = value.decode("latin-1")
         previous = self._headers.get(key)
         self._headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        # A declared length over the limit is refused now, not after reading the body.
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max_body:
+            raise _BodyTooLarge
+        # curl sends "Expect: 100-continue" with bigger bodies and waits a second for this
+        # before sending them. Earlier requests are all answered unless a handler is running.
+        expects = self._headers.get("expect", "").lower() == "100-continue"
+        if expects and not self._busy and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -129,34 +147,40 @@ class HttpConnection(asyncio.Protocol):
             # httptools raises HttpParserUpgrade right after this; the request waits there.
             self._pending_upgrade = request
             return
-        self._queue.append((request, self._parser.should_keep_alive()))
+        http10 = self._parser.get_http_version() == "1.0"
+        self._queue.append((request, self._parser.should_keep_alive(), http10))
         self._drain()
 
     # -- answering ---------------------------------------------------------------------------
 
     def _drain(self) -> None:
         while self._queue and not self._busy and not self._closing:
-            request, keep_alive = self._queue.popleft()
+            request, keep_alive, http10 = self._queue.popleft()
             result = self._dispatch(request)
             if inspect.isawaitable(result):
                 self._busy = True
-                asyncio.ensure_future(self._finish(result, request, keep_alive))
+                # Kept: the loop holds tasks only weakly, so an unreferenced one may vanish.
+                self._task = asyncio.ensure_future(
+                    self._finish(result, request, keep_alive, http10)
+                )
                 return
-            self._write(result, request, keep_alive)
+            self._write(result, request, keep_alive, http10)
         if self._transport is not None and not self._closing:
             if len(self._queue) > MAX_PIPELINED:
                 self._transport.pause_reading()
             elif not self._busy:
                 self._transport.resume_reading()
 
-    async def _finish(self, pending: Awaitable[Response], request: Request, keep_alive: bool) -> None:
+    async def _finish(
+        self, pending: Awaitable[Response], request: Request, keep_alive: bool, http10: bool
+    ) -> None:
         try:
             response = await pending
         except Exception:
             log.exception("handler failed for %s %s", request.method, request.path)
             response = error_response(500, "Internal server error")
         self._busy = False
-        self._write(response, request, keep_alive)
+        self._write(response, request, keep_alive, http10)
         self._drain()
 
     def _dispatch(self, request: Request) -> Response | Awaitable[Response]:
@@ -176,20 +200,38 @@ class HttpConnection(asyncio.Protocol):
             log.exception("handler failed for %s %s", request.method, request.path)
             return error_response(500, "Internal server error")
 
-    def _write(self, response: Response, request: Request, keep_alive: bool) -> None:
+    def _write(self, response: Response, request: Request, keep_alive: bool, http10: bool) -> None:
         if self._transport is None or self._closing:
             return
-        self._transport.write(response.encode(keep_alive=keep_alive, head=request.method == "HEAD"))
+        self._transport.write(
+            response.encode(keep_alive=keep_alive, head=request.method == "HEAD", http10=http10)
+        )
         if not keep_alive:
-            self._closing = True
-            self._transport.close()
+            self._shutdown()
 
     def _fail(self, status: int, message: str) -> None:
-        if self._transport is None:
+        if self._transport is None or self._closing:
             return
         self._transport.write(error_response(status, message).encode(keep_alive=False))
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Close once the response is out, without resetting a peer that is still sending.
+
+        Closing a socket with unread input makes the kernel answer with RST, which can destroy
+        the response before the client reads it (e.g. a 413 while the client is still uploading
+        the body). So: send FIN after the response, keep reading and dropping input, and close
+        on the peer's EOF or after LINGER_SECONDS ("lingering close", as nginx does).
+        """
+        transport = self._transport
+        assert transport is not None
         self._closing = True
-        self._transport.close()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()  # pipelining may have paused it; input must drain
+        self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     # -- WebSocket upgrade -------------------------------------------------------------------
 
@@ -224,5 +266,3 @@ class _BodyTooLarge(Exception):
 
 class _TooManyHeaders(Exception):
     pass
-
-

@@ -119,9 +119,7 @@ class RestApi:
             try:
                 return handler(request, self._authenticate(request))
             except RestError as exc:
-                return error_response(
-                    exc.status, exc.message, tuple(exc.headers.items())
-                )
+                return error_response(exc.status, exc.message, tuple(exc.headers.items()))
 
         return run
 
@@ -202,7 +200,8 @@ class RestApi:
             raise RestError(400, "The event name is required")
         if len(name) > app.max_event_name_length:
             raise RestError(
-                400, f"The event name is too long. Maximum allowed size is {app.max_event_name_length}."
+                400,
+                f"The event name is too long. Maximum allowed size is {app.max_event_name_length}.",
             )
         channels = item.get("channels")
         if channels is None:
@@ -220,10 +219,13 @@ class RestApi:
             unique[channel] = None
         if len(unique) > app.max_event_channels_at_once:
             raise RestError(
-                400, f"Cannot trigger to more than {app.max_event_channels_at_once} channels at once"
+                400,
+                f"Cannot trigger to more than {app.max_event_channels_at_once} channels at once",
             )
         if len(unique) > 1 and any(channel_kind(c).is_encrypted for c in unique):
-            raise RestError(400, "Cannot trigger to multiple channels when using encrypted channels")
+            raise RestError(
+                400, "Cannot trigger to multiple channels when using encrypted channels"
+            )
         if "data" not in item:
             raise RestError(400, "The data field is required")
         data = item["data"]
@@ -371,5 +373,3 @@ class RestApi:
             master_key=self._config.encryption_master_key,
         )
         return json_response(result)
-
-

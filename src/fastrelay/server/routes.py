@@ -40,8 +40,12 @@ class Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
 
-    def encode(self, *, keep_alive: bool, head: bool = False) -> bytes:
-        """Serialize to HTTP/1.1 bytes, with soketi's CORS headers on every response."""
+    def encode(self, *, keep_alive: bool, head: bool = False, http10: bool = False) -> bytes:
+        """Serialize to HTTP/1.1 bytes, with soketi's CORS headers on every response.
+
+        ``http10``: the request was HTTP/1.0, whose clients assume the connection closes unless
+        the response says ``Connection: keep-alive``.
+        """
         reason = HTTPStatus(self.status).phrase
         lines = [f"HTTP/1.1 {self.status} {reason}\r\n".encode()]
         if self.status != 204:
@@ -51,6 +55,8 @@ class Response:
             lines.append(f"{name}: {value}\r\n".encode())
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
+        elif http10:
+            lines.append(b"Connection: keep-alive\r\n")
         lines.append(_CORS)
         lines.append(b"\r\n")
         if not head and self.status != 204:
@@ -62,7 +68,9 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(status, orjson.dumps(value))
 
 
-def error_response(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+def error_response(
+    status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
     """The error body every route uses: ``{"error": text, "code": status}`` (HTTP_API.md §1)."""
     return Response(status, orjson.dumps({"error": message, "code": status}), headers=headers)
 
@@ -77,9 +85,7 @@ class Router:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = re.compile(
-            "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
-        )
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         for existing, handlers in self._routes:
             if existing.pattern == regex.pattern:
                 handlers[method] = handler
