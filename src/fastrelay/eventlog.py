@@ -1,0 +1,258 @@
+"""The server event log: a bounded, per-app ring buffer of what this node did (RELAY_EXTRAS.md §5).
+
+Pure Python, no I/O and no clock reads: every entry's ``time_ms`` comes from the caller.
+
+Entry types and the fields each may carry besides ``id``, ``time_ms`` and ``type`` (§5.1; a field
+whose value is None is left out):
+
+=============================================  ===================================================
+type                                           fields
+=============================================  ===================================================
+``connection_established``                     ``socket_id``, ``client``, ``version``,
+                                               ``protocol``, ``remote_addr``
+``connection_refused``                         ``code``, ``message``, ``remote_addr`` (known apps
+                                               only: an unknown key has no log to write to)
+``disconnected``                               ``socket_id``, ``code``, ``reason``,
+                                               ``duration_ms``
+``subscribed`` / ``unsubscribed``              ``socket_id``, ``channel``, ``user_id`` (presence)
+``subscription_failed``                        ``socket_id``, ``channel``, ``error_type``,
+                                               ``status``
+``member_added`` / ``member_removed``          ``channel``, ``user_id``
+``client_event``                               ``socket_id``, ``channel``, ``event``,
+                                               ``data_size``
+``client_event_rejected``                      ``socket_id``, ``channel``, ``event``, ``message``
+``api_publish``                                ``event``, ``channels`` (list), ``data_size``,
+                                               ``excluded_socket_id``, ``endpoint``
+``api_rejected``                               ``endpoint``, ``status``, ``message``
+``signin`` / ``signin_failed``                 ``socket_id``, ``user_id``
+``error_sent``                                 ``socket_id``, ``code``, ``message`` (any
+                                               ``pusher:error`` the server sent)
+``terminated``                                 ``user_id``, ``connections``
+``webhook_sent`` / ``webhook_failed``          ``url``, ``status``, ``attempt``, ``events``
+                                               (names)
+=============================================  ===================================================
+
+The same table is :data:`ENTRY_FIELDS`. Never stored (§5.1): secrets, ``auth`` strings,
+signatures, ``channel_data`` / ``user_data`` / event ``data`` contents — only ``data_size`` in
+bytes. :meth:`EventLog.record` refuses the field names in :data:`FORBIDDEN_FIELDS` with
+:class:`ValueError`: passing one is a programming error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping
+from itertools import islice
+from types import MappingProxyType
+from typing import Any
+
+from .errors import RestError
+
+__all__ = ["DEFAULT_LIMIT", "ENTRY_FIELDS", "FORBIDDEN_FIELDS", "MAX_LIMIT", "EventLog"]
+
+DEFAULT_LIMIT = 100
+"""``limit`` when the query gives none (§5.2)."""
+
+MAX_LIMIT = 1000
+"""Larger ``limit`` values are clamped to this (§5.2)."""
+
+ENTRY_FIELDS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "connection_established": frozenset(
+            {"socket_id", "client", "version", "protocol", "remote_addr"}
+        ),
+        "connection_refused": frozenset({"code", "message", "remote_addr"}),
+        "disconnected": frozenset({"socket_id", "code", "reason", "duration_ms"}),
+        "subscribed": frozenset({"socket_id", "channel", "user_id"}),
+        "unsubscribed": frozenset({"socket_id", "channel", "user_id"}),
+        "subscription_failed": frozenset({"socket_id", "channel", "error_type", "status"}),
+        "member_added": frozenset({"channel", "user_id"}),
+        "member_removed": frozenset({"channel", "user_id"}),
+        "client_event": frozenset({"socket_id", "channel", "event", "data_size"}),
+        "client_event_rejected": frozenset({"socket_id", "channel", "event", "message"}),
+        "api_publish": frozenset(
+            {"event", "channels", "data_size", "excluded_socket_id", "endpoint"}
+        ),
+        "api_rejected": frozenset({"endpoint", "status", "message"}),
+        "signin": frozenset({"socket_id", "user_id"}),
+        "signin_failed": frozenset({"socket_id", "user_id"}),
+        "error_sent": frozenset({"socket_id", "code", "message"}),
+        "terminated": frozenset({"user_id", "connections"}),
+        "webhook_sent": frozenset({"url", "status", "attempt", "events"}),
+        "webhook_failed": frozenset({"url", "status", "attempt", "events"}),
+    }
+)
+"""Entry type → the extra fields §5.1 documents for it (informative; :meth:`EventLog.record`
+enforces only :data:`FORBIDDEN_FIELDS` and :data:`RESERVED_FIELDS`)."""
+
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "auth",
+        "auth_signature",
+        "channel_data",
+        "data",
+        "secret",
+        "shared_secret",
+        "signature",
+        "user_data",
+        "user_info",
+    }
+)
+"""Field names that would carry secrets or payload contents (§5.1); :meth:`EventLog.record`
+raises :class:`ValueError` for them."""
+
+RESERVED_FIELDS = frozenset({"id", "time_ms", "type"})
+"""Set by the log itself; passing them as extra fields is a programming error."""
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_FILTERS = ("channel", "socket_id", "user_id")
+
+
+class _AppLog:
+    """One app's ring buffer; entry ids are consecutive, so ``entries[i]["id"] == first + i``."""
+
+    __slots__ = ("entries", "last_id")
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self.last_id = 0
+
+
+def _integer(params: Mapping[str, str], name: str) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if _INTEGER.fullmatch(value):
+        try:
+            return int(value)
+        except ValueError:  # more digits than int() accepts
+            pass
+    raise RestError(400, f"{name} must be an integer")
+
+
+def _to_json(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: list(value) if type(value) is tuple else value for key, value in entry.items()}
+
+
+class EventLog:
+    """Per-app ring buffers of server events (§5), ``size`` entries each, oldest overwritten.
+
+    ``id`` increases by 1 per entry per app and is never reused while the log lives. When
+    ``enabled`` is false, :meth:`record` stores nothing and :meth:`query` raises
+    ``RestError(404, "Event log is disabled")``.
+
+    Memory bound: ``size`` entries per app (a dict of ``id``, ``time_ms``, ``type`` and the
+    extra fields, whose values are small scalars or short name lists); apps are keyed by the
+    configured app ids.
+    """
+
+    def __init__(self, size: int = 1000, *, enabled: bool = True) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self._size = size
+        self._enabled = enabled
+        self._apps: dict[str, _AppLog] = {}
+
+    @property
+    def size(self) -> int:
+        """Entries kept per app."""
+        return self._size
+
+    @property
+    def enabled(self) -> bool:
+        """Whether entries are kept and the log can be queried."""
+        return self._enabled
+
+    def record(self, app_id: str, type_: str, time_ms: int, **fields: Any) -> None:
+        """Append one entry of ``type_`` at ``time_ms`` to ``app_id``'s log (§5.1).
+
+        Fields whose value is None are dropped; lists and tuples are stored as tuples (a snapshot
+        the caller cannot change afterwards). A field named in :data:`FORBIDDEN_FIELDS` or
+        :data:`RESERVED_FIELDS` raises :class:`ValueError`, enabled or not, so the mistake shows
+        in every configuration.
+        """
+        bad = FORBIDDEN_FIELDS.intersection(fields) or RESERVED_FIELDS.intersection(fields)
+        if bad:
+            raise ValueError(
+                f"event log entries must not carry {', '.join(sorted(bad))} (RELAY_EXTRAS.md §5.1)"
+            )
+        if not self._enabled:
+            return
+        log = self._apps.get(app_id)
+        if log is None:
+            log = self._apps[app_id] = _AppLog(self._size)
+        log.last_id += 1
+        entry: dict[str, Any] = {"id": log.last_id, "time_ms": time_ms, "type": type_}
+        for name, value in fields.items():
+            if value is not None:
+                entry[name] = tuple(value) if isinstance(value, (list, tuple)) else value
+        log.entries.append(entry)
+
+    def query(self, app_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """The §5.3 body for the decoded query ``params`` (§5.2).
+
+        ``limit`` defaults to 100 and is clamped to 1000; ``limit`` below 1 or not an integer,
+        or ``after`` not an integer, raises ``RestError(400)``. Filters, all optional and
+        combined with AND: ``type`` (comma list), ``channel`` (exact, or contained in an
+        ``api_publish`` entry's ``channels``), ``socket_id``, ``user_id`` (exact, compared as
+        strings). An empty filter value counts as absent. With ``after``: the oldest ``limit``
+        matching entries with ``id > after`` (polling); without: the newest ``limit`` matching.
+        Entries are always in ascending ``id`` order; ``has_more`` says matching entries were
+        left out; ``oldest_id``/``newest_id`` bound the app's whole buffer (null when empty).
+        """
+        if not self._enabled:
+            raise RestError(404, "Event log is disabled")
+        limit = _integer(params, "limit")
+        if limit is None:
+            limit = DEFAULT_LIMIT
+        elif limit < 1:
+            raise RestError(400, "limit must be an integer of at least 1")
+        limit = min(limit, MAX_LIMIT)
+        after = _integer(params, "after")
+        types = frozenset(filter(None, (t.strip() for t in params.get("type", "").split(","))))
+        exact = {name: params[name] for name in _FILTERS if params.get(name)}
+
+        log = self._apps.get(app_id)
+        if log is None or not log.entries:
+            return {"events": [], "has_more": False, "oldest_id": None, "newest_id": None}
+        entries = log.entries
+        oldest_id = entries[0]["id"]
+        newest_id = entries[-1]["id"]
+
+        candidates: Iterable[dict[str, Any]] = entries
+        if after is not None:
+            if after >= newest_id:
+                candidates = ()
+            elif after >= oldest_id:
+                candidates = islice(entries, after - oldest_id + 1, None)
+        if types or exact:
+            candidates = (e for e in candidates if _matches(e, types, exact))
+        matching = list(candidates)
+
+        page = matching[:limit] if after is not None else matching[-limit:]
+        return {
+            "events": [_to_json(entry) for entry in page],
+            "has_more": len(matching) > len(page),
+            "oldest_id": oldest_id,
+            "newest_id": newest_id,
+        }
+
+
+def _matches(entry: dict[str, Any], types: frozenset[str], exact: dict[str, str]) -> bool:
+    if types and entry["type"] not in types:
+        return False
+    channel = exact.get("channel")
+    if channel is not None and entry.get("channel") != channel:
+        channels = entry.get("channels") if entry["type"] == "api_publish" else None
+        if not channels or channel not in channels:
+            return False
+    socket_id = exact.get("socket_id")
+    if socket_id is not None and entry.get("socket_id") != socket_id:
+        return False
+    user_id = exact.get("user_id")
+    if user_id is not None:
+        value = entry.get("user_id")
+        if value is None or str(value) != user_id:
+            return False
+    return True
