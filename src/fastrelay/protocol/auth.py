@@ -256,7 +256,9 @@ def authorize(
 
 def _auth_fields(body: bytes, content_type: str | None) -> dict[str, Any]:
     media = (content_type or "").partition(";")[0].strip().lower()
-    if media == _FORM:
+    # A JSON object is read as JSON whatever the label (HTTP_API.md §1): `curl -d '{…}'` and
+    # urllib label it as a form. Only a body that cannot be a JSON object is parsed as a form.
+    if media == _FORM and not body.lstrip().startswith(b"{"):
         return _form_fields(body)
     try:
         value = orjson.loads(body)

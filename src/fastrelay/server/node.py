@@ -92,6 +92,9 @@ async def _serve(config: Config) -> int:
             signal.signal(signum, lambda s, f: loop.call_soon_threadsafe(request_stop, s))
     await stop
     await node.stop()
+    # The loop's handlers go with it: a repeated signal now must not kill a clean exit.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
