@@ -70,10 +70,9 @@ class Hub:
             self.unsubscribe(client, name)
         if client.user_id is not None:
             self._sign_out(state, client)
-        if state.is_empty():
-            # Keep the cache: it outlives subscribers (PROTOCOL.md §11).
-            if not state.cache:
-                del self._apps[client.app.id]
+        # Keep the cache: it outlives subscribers (PROTOCOL.md §11).
+        if state.is_empty() and not state.cache:
+            del self._apps[client.app.id]
 
     def connection_count(self, app_id: str) -> int:
         state = self._apps.get(app_id)
@@ -90,7 +89,9 @@ class Hub:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, client: Client, name: str, presence_id: Any = None, user_info: Any = None) -> None:
+    def subscribe(
+        self, client: Client, name: str, presence_id: Any = None, user_info: Any = None
+    ) -> None:
         """Add a subscription and send what follows it (PROTOCOL.md §5.3 steps 3 and 7–10).
 
         Raises:
@@ -205,7 +206,8 @@ class Hub:
         frame = encode_frame(OP_TEXT, codec.encode_subscription_count(channel.name, count))
         fanout(frame, channel.outlets.values(), None)
         self._emit_webhook(
-            app, {"name": "subscription_count", "channel": channel.name, "subscription_count": count}
+            app,
+            {"name": "subscription_count", "channel": channel.name, "subscription_count": count},
         )
 
     # -- publishing --------------------------------------------------------------------------

@@ -28,6 +28,12 @@ MAX_USER_ID_LENGTH = 128  # Pusher limit (PROTOCOL.md §6)
 MAX_WATCHLIST = 100  # PROTOCOL.md §10.4
 
 
+def _invalid_channel_data() -> SubscriptionError:
+    return SubscriptionError(
+        "AuthError", "Invalid presence channel_data: expected an object with a user_id", 401
+    )
+
+
 class Session:
     """Interprets what one connection sends; the hub carries out the shared effects."""
 
@@ -102,6 +108,10 @@ class Session:
         kind = channel_kind(name)
         presence_id: Any = None
         user_info: Any = None
+        if kind.is_presence and message.channel_data is None:
+            # No channel_data: nothing to sign, so an AuthError without the signature's
+            # pusher:error (PROTOCOL.md §5.4 table).
+            raise _invalid_channel_data()
         if kind.needs_auth:
             self._check_signature(message, kind)
         if kind.is_presence:
@@ -138,9 +148,7 @@ class Session:
 
     def _presence_member(self, channel_data: str | None) -> tuple[Any, Any]:
         """Parse presence ``channel_data`` (PROTOCOL.md §6)."""
-        invalid = SubscriptionError(
-            "AuthError", "Invalid presence channel_data: expected an object with a user_id", 401
-        )
+        invalid = _invalid_channel_data()
         if channel_data is None:
             raise invalid
         try:

@@ -3,7 +3,8 @@
 The :class:`Gateway` owns this node's live connections: it runs the Pusher handshake checks
 after the HTTP 101 (PROTOCOL.md §1.2), pings idle clients and drops those that stop answering
 (§4), and closes everyone on shutdown (§12). Each :class:`WebSocketConnection` turns errors
-into ``pusher:error`` + close frame in exactly one method, :meth:`WebSocketConnection.close_with_error`.
+into ``pusher:error`` + close frame in exactly one method,
+:meth:`WebSocketConnection.close_with_error`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import fnmatch
 import logging
 import random
-
 from urllib.parse import parse_qsl, urlsplit
 
 from ..apps.base import AppManager
@@ -60,12 +60,17 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 class Gateway:
     """Accepts upgraded connections for every app and keeps the live ones."""
 
-    def __init__(self, config: Config, apps: AppManager, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: Config, apps: AppManager, hub: Hub, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.config = config
         self.apps = apps
         self.hub = hub
         self.loop = loop
         self.connections: dict[str, WebSocketConnection] = {}  # socket_id → live connection
+        # Every upgraded transport until TCP is gone, refused and closing ones included: the
+        # hub forgets a connection when its close starts, shutdown waits for its close to end.
+        self._open: set[WebSocketConnection] = set()
         self.closing = False
         self._random = random.Random()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -77,17 +82,19 @@ class Gateway:
     def is_websocket_path(self, path: str) -> bool:
         return path.startswith(self._prefix + "/app/")
 
-    def upgrade(self, transport: asyncio.Transport, request: Request, rest: bytes) -> WebSocketConnection:
+    def upgrade(
+        self, transport: asyncio.Transport, request: Request, rest: bytes
+    ) -> WebSocketConnection:
         """Called by the HTTP layer after the 101; the returned protocol takes the transport."""
         connection = WebSocketConnection(self, transport, request)
+        self._open.add(connection)
         connection.start(rest)
         return connection
 
     def new_socket_id(self) -> str:
         while True:
-            socket_id = (
-                f"{self._random.randrange(1, SOCKET_ID_MAX)}.{self._random.randrange(1, SOCKET_ID_MAX)}"
-            )
+            left = self._random.randrange(1, SOCKET_ID_MAX)
+            socket_id = f"{left}.{self._random.randrange(1, SOCKET_ID_MAX)}"
             if socket_id not in self.connections:
                 return socket_id
 
@@ -99,14 +106,18 @@ class Gateway:
         """
         if self.closing:
             raise ReconnectNow()
-        path = request.path[len(self._prefix) :] if self._prefix else request.path
-        parts = path.split("/")
-        if len(parts) != 3 or parts[1] != "app" or not parts[2]:
+        path = request.path
+        # The prefix must really be there: "/xx/app/k" is not "/ws" + "/app/k".
+        if self._prefix and not path.startswith(self._prefix + "/"):
+            raise PathNotFound()
+        parts = path[len(self._prefix) :].split("/")
+        if len(parts) != 3 or parts[0] or parts[1] != "app" or not parts[2]:
             raise PathNotFound()
         query = dict(parse_qsl(request.raw_query, keep_blank_values=True))
         protocol = query.get("protocol")
         if protocol is not None:
-            if not protocol.isdigit() or int(protocol) < 1:
+            # ASCII digits only: str.isdigit() accepts "²" (int() then raises) and "٧".
+            if not (protocol.isascii() and protocol.isdigit()) or int(protocol) < 1:
                 raise InvalidVersion()
             if not 4 <= int(protocol) <= 7:
                 raise UnsupportedVersion(f"Unsupported protocol version: {protocol}")
@@ -150,20 +161,27 @@ class Gateway:
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for connection in list(self.connections.values()):
+        for connection in list(self._open):
             connection.close_with_error(ReconnectNow.code, ReconnectNow.message)
-        if self.connections:
+        # Wait for the close handshakes (each one drops TCP after CLOSE_TIMEOUT at the latest),
+        # not just for the hub to forget them: exiting earlier cuts clients off mid-close.
+        if self._open:
             self._all_closed = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
             except asyncio.TimeoutError:
-                for connection in list(self.connections.values()):
+                for connection in list(self._open):
                     connection.abort()
 
     def forget(self, connection: WebSocketConnection) -> None:
+        """The connection left the hub (its close has started)."""
         if self.connections.get(connection.socket_id) is connection:
             del self.connections[connection.socket_id]
-        if not self.connections and self._all_closed is not None and not self._all_closed.done():
+
+    def closed(self, connection: WebSocketConnection) -> None:
+        """The connection's TCP stream is gone."""
+        self._open.discard(connection)
+        if not self._open and self._all_closed is not None and not self._all_closed.done():
             self._all_closed.set_result(None)
 
 
@@ -191,7 +209,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._session: Session | None = None
         self.last_seen = gateway.loop.time()
         self._ping_sent_at: float | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        # Kept apart: signing in cancels the auth deadline, never the close-handshake timeout.
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # -- start -------------------------------------------------------------------------------
 
@@ -200,12 +220,20 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             app = gateway.admit(self._request)
         except PusherError as exc:
-            log.info("refused connection from %s: %s %s", self._request.remote_addr, exc.code, exc.message)
+            log.info(
+                "refused connection from %s: %s %s",
+                self._request.remote_addr,
+                exc.code,
+                exc.message,
+            )
             self.close_with_error(exc.code, exc.message)
             return
         self.socket_id = gateway.new_socket_id()
         outlet = Outlet(
-            self.socket_id, self._transport, gateway.config.write_buffer_high_water, self._overflowed
+            self.socket_id,
+            self._transport,
+            gateway.config.write_buffer_high_water,
+            self._overflowed,
         )
         self._client = Client(app, self.socket_id, outlet, self.close_with_error)
         self._session = Session(
@@ -217,18 +245,16 @@ class WebSocketConnection(asyncio.Protocol):
             codec.encode_connection_established(self.socket_id, gateway.config.activity_timeout)
         )
         if app.enable_user_authentication:
-            self._timers.append(
-                gateway.loop.call_later(
-                    gateway.config.user_authentication_timeout, self._authorization_expired
-                )
+            self._auth_timer = gateway.loop.call_later(
+                gateway.config.user_authentication_timeout, self._authorization_expired
             )
         if rest:
             self.data_received(rest)
 
     def _authorized(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def _authorization_expired(self) -> None:
         self.close_with_error(Unauthorized.code, "Connection not authorized within timeout.")
@@ -245,13 +271,18 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             messages = self._parser.feed(data)
         except WebSocketError as exc:
-            log.info("closing %s: %s (%d)", self.socket_id or self._request.remote_addr, exc.reason, exc.close_code)
+            log.info(
+                "closing %s: %s (%d)",
+                self.socket_id or self._request.remote_addr,
+                exc.reason,
+                exc.close_code,
+            )
             self._close(exc.close_code, exc.reason)
             return
         self.last_seen = self._gateway.loop.time()
         self._ping_sent_at = None
         for opcode, payload in messages:
-            if opcode == OP_TEXT or opcode == OP_BINARY:
+            if opcode in (OP_TEXT, OP_BINARY):
                 if self._state == _OPEN and self._session is not None:
                     self._handle_message(payload)
             elif opcode == OP_PING:
@@ -287,9 +318,11 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
         self._leave()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        for timer in (self._auth_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._auth_timer = self._close_timer = None
+        self._gateway.closed(self)
 
     def pause_writing(self) -> None:
         pass
@@ -313,7 +346,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._state = _CLOSING
         self._leave()
         self._write(encode_close(code, reason))
-        self._timers.append(self._gateway.loop.call_later(CLOSE_TIMEOUT, self._transport.close))
+        self._close_timer = self._gateway.loop.call_later(CLOSE_TIMEOUT, self._transport.close)
 
     def abort(self) -> None:
         self._state = _CLOSED
@@ -350,5 +383,3 @@ class WebSocketConnection(asyncio.Protocol):
         elif now - self.last_seen >= ping_interval:
             self._ping_sent_at = now
             self._write(encode_frame(OP_TEXT, codec.PING))
-
-

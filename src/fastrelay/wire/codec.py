@@ -157,7 +157,7 @@ def decode_client_message(payload: bytes | str) -> Message:
         return _PING
     if event == EVENT_PONG:
         return _PONG
-    if event == EVENT_SUBSCRIBE or event == EVENT_UNSUBSCRIBE:
+    if event in (EVENT_SUBSCRIBE, EVENT_UNSUBSCRIBE):
         data = _object_data(obj.get("data"))
         channel = data.get("channel") if data is not None else None
         if not isinstance(channel, str):
