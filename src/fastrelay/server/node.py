@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
 from .. import _accel
 from .._version import __version__
 from ..apps.static import StaticAppManager
 from ..config import Config
+from ..eventlog import EventLog
+from ..history import HistoryStore, MemoryHistoryStore
 from ..hub.hub import Hub
 from .http import HttpConnection
 from .rest import RestApi
@@ -31,8 +34,24 @@ class Node:
         self.hub = Hub(
             clock=self.loop.time, call_later=self.loop.call_later, cache_ttl=config.cache_ttl
         )
+        self.event_log = EventLog(config.event_log_size, enabled=config.event_log_enabled)
+        self.history: HistoryStore | None = None
+        if config.history_enabled:
+            self.history = MemoryHistoryStore(
+                max_events=config.history_max_events,
+                max_age=config.history_max_age,
+                max_channels=config.history_max_channels,
+                epoch_ms=int(time.time() * 1000),
+            )
         self.gateway = Gateway(config, self.apps, self.hub, self.loop)
-        self.rest = RestApi(config, self.apps, self.hub, is_closing=lambda: self.gateway.closing)
+        self.rest = RestApi(
+            config,
+            self.apps,
+            self.hub,
+            is_closing=lambda: self.gateway.closing,
+            event_log=self.event_log,
+            history=self.history,
+        )
         self._router = self.rest.router()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0

@@ -21,6 +21,8 @@ from .. import _accel
 from ..apps.base import AppManager
 from ..config import App, Config
 from ..errors import RestError
+from ..eventlog import EventLog
+from ..history import HistoryStore, parse_history_query
 from ..hub.hub import Hub
 from ..protocol import auth
 from ..protocol.channels import USER_CHANNEL_PREFIX, channel_kind, validate_channel_name
@@ -71,12 +73,16 @@ class RestApi:
         hub: Hub,
         *,
         is_closing: Callable[[], bool],
+        event_log: EventLog,
+        history: HistoryStore | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._apps = apps
         self._hub = hub
         self._is_closing = is_closing
+        self._event_log = event_log
+        self._history = history
         self._now = wall_clock
 
     def router(self) -> Router:
@@ -105,6 +111,7 @@ class RestApi:
             ("POST", "/apps/{app_id}/users/{user_id}/events", self.guard(self.send_to_user)),
             ("POST", "/apps/{app_id}/auth", self.guard(self.authorize)),
             ("GET", "/apps/{app_id}/connections", self.guard(self.connections)),
+            ("GET", "/apps/{app_id}/events/log", self.guard(self.event_log)),
         ]
         for method, pattern, handler in routes:
             router.add(method, prefix + pattern, handler)
@@ -117,13 +124,28 @@ class RestApi:
 
         def run(request: Request) -> Response:
             try:
-                return handler(request, self._authenticate(request))
+                app = self._find_app(request)
             except RestError as exc:
+                return error_response(exc.status, exc.message, tuple(exc.headers.items()))
+            try:
+                self._authenticate(request, app)
+                return handler(request, app)
+            except RestError as exc:
+                self._record(
+                    app,
+                    "api_rejected",
+                    endpoint=request.path,
+                    status=exc.status,
+                    message=exc.message,
+                )
                 return error_response(exc.status, exc.message, tuple(exc.headers.items()))
 
         return run
 
-    def _authenticate(self, request: Request) -> App:
+    def _record(self, app: App, type_: str, **fields: Any) -> None:
+        self._event_log.record(app.id, type_, int(self._now() * 1000), **fields)
+
+    def _find_app(self, request: Request) -> App:
         app_id = request.params.get("app_id")
         if app_id is None:
             # POST /users/{id}/terminate_connections: pusher-http-python's path; app by auth_key.
@@ -140,6 +162,9 @@ class RestApi:
                 raise RestError(404, f"The app {app_id} could not be found.")
         if not app.enabled:
             raise RestError(403, "The app is not enabled.")
+        return app
+
+    def _authenticate(self, request: Request, app: App) -> None:
         auth.authenticate_request(
             app,
             request.method,
@@ -150,7 +175,6 @@ class RestApi:
             tolerance=self._config.api_timestamp_tolerance,
             path_prefix=self._config.path_prefix,
         )
-        return app
 
     def _channel_param(self, request: Request, app: App) -> str:
         name = unquote(request.params["channel"])
@@ -242,9 +266,18 @@ class RestApi:
             raise RestError(400, "Invalid socket_id")
         return _Publish(name, tuple(unique), data, socket_id, _info(item.get("info")))
 
-    def _publish(self, app: App, item: _Publish) -> None:
+    def _publish(self, app: App, item: _Publish, request: Request) -> None:
         for channel in item.channels:
             self._hub.publish(app, channel, item.name, item.data, item.socket_id)
+        self._record(
+            app,
+            "api_publish",
+            event=item.name,
+            channels=list(item.channels),
+            data_size=len(item.data.encode()),
+            excluded_socket_id=item.socket_id,
+            endpoint=request.path,
+        )
 
     def _channel_attributes(self, app: App, name: str, info: frozenset[str]) -> dict[str, int]:
         channel = self._hub.channel(app.id, name)
@@ -257,7 +290,7 @@ class RestApi:
 
     def trigger(self, request: Request, app: App) -> Response:
         item = self._parse_publish(app, _json_object(request.body))
-        self._publish(app, item)
+        self._publish(app, item, request)
         if not item.info:
             return json_response({})
         return json_response(
@@ -274,7 +307,7 @@ class RestApi:
             )
         items = [self._parse_publish(app, entry) for entry in batch]  # all or nothing
         for item in items:
-            self._publish(app, item)
+            self._publish(app, item, request)
         if not any(item.info for item in items):
             return json_response({})
         return json_response(
@@ -293,7 +326,7 @@ class RestApi:
         body = _json_object(request.body)
         body["channels"] = [USER_CHANNEL_PREFIX + user_id]
         body.pop("channel", None)
-        self._publish(app, self._parse_publish(app, body))
+        self._publish(app, self._parse_publish(app, body), request)
         return json_response({})
 
     # -- queries (HTTP_API.md §3.3–§3.5) -----------------------------------------------------
@@ -353,8 +386,19 @@ class RestApi:
         return json_response({"users": users})
 
     def history(self, request: Request, app: App) -> Response:
-        self._channel_param(request, app)
-        raise RestError(404, "Event history is disabled")
+        """RELAY_EXTRAS.md §4: one page of a channel's retained events."""
+        if self._history is None:
+            raise RestError(404, "Event history is disabled")
+        name = self._channel_param(request, app)
+        limit, before, after = parse_history_query(auth.parse_query(request.raw_query))
+        page = self._history.query(
+            app.id, name, limit=limit, before=before, after=after, now_ms=int(self._now() * 1000)
+        )
+        return json_response(page)
+
+    def event_log(self, request: Request, app: App) -> Response:
+        """RELAY_EXTRAS.md §5: what this node did for the app, newest or after a cursor."""
+        return json_response(self._event_log.query(app.id, auth.parse_query(request.raw_query)))
 
     def connections(self, request: Request, app: App) -> Response:
         return json_response({"connections": self._hub.connection_count(app.id)})
@@ -362,7 +406,9 @@ class RestApi:
     # -- users and tokens --------------------------------------------------------------------
 
     def terminate(self, request: Request, app: App) -> Response:
-        self._hub.terminate_user(app.id, unquote(request.params["user_id"]))
+        user_id = unquote(request.params["user_id"])
+        count = self._hub.terminate_user(app.id, user_id)
+        self._record(app, "terminated", user_id=user_id, connections=count)
         return json_response({})
 
     def authorize(self, request: Request, app: App) -> Response:
