@@ -12,16 +12,20 @@ from typing import Any
 
 from ..config import App
 from ..errors import SubscriptionError
+from ..history import HistoryStore, should_record
 from ..protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_kind
 from ..wire import codec
 from ..wire.frames import OP_TEXT, encode_frame
 from .fanout import fanout
 from .state import AppState, CachedEvent, Channel, Client, Member, user_key
 
-__all__ = ["Hub", "WebhookEmitter"]
+__all__ = ["Hub", "Recorder", "WebhookEmitter"]
 
 WebhookEmitter = Callable[[App, dict[str, Any]], None]
 """Receives each webhook-shaped event (HTTP_API.md §5.3) the hub produces."""
+
+Recorder = Callable[[App, str, dict[str, Any]], None]
+"""Receives each server event log entry: app, type and fields (RELAY_EXTRAS.md §5.1)."""
 
 TERMINATED_MESSAGE = "You got disconnected by the app."
 # Pusher rule for subscription counts on busy channels (PROTOCOL.md §3.9).
@@ -30,6 +34,10 @@ COUNT_THROTTLE_SECONDS = 30.0
 
 
 def _no_webhooks(app: App, event: dict[str, Any]) -> None:
+    return None
+
+
+def _no_record(app: App, type_: str, fields: dict[str, Any]) -> None:
     return None
 
 
@@ -43,12 +51,24 @@ class Hub:
         call_later: Callable[[float, Callable[[], None]], Any],
         cache_ttl: float = 1800.0,
         emit_webhook: WebhookEmitter = _no_webhooks,
+        record: Recorder = _no_record,
+        history: HistoryStore | None = None,
+        history_client_events: bool = False,
+        wall_clock_ms: Callable[[], int] = lambda: 0,
     ) -> None:
         self._clock = clock
         self._call_later = call_later
         self._cache_ttl = cache_ttl
         self._emit_webhook = emit_webhook
+        self._record = record
+        self._history = history
+        self._history_client_events = history_client_events
+        self._wall_clock_ms = wall_clock_ms
         self._apps: dict[str, AppState] = {}
+
+    def record(self, app: App, type_: str, **fields: Any) -> None:
+        """Add an entry to the server event log (never secrets or payloads, only sizes)."""
+        self._record(app, type_, fields)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -127,6 +147,11 @@ class Hub:
             self._emit_webhook(app, {"name": "channel_occupied", "channel": name})
         channel.outlets[client.socket_id] = client.outlet
         client.channels.add(name)
+        self._record(
+            app,
+            "subscribed",
+            {"socket_id": client.socket_id, "channel": name, "user_id": presence_id},
+        )
 
         if kind.is_presence:
             key = user_key(presence_id)
@@ -142,6 +167,7 @@ class Hub:
                 self._emit_webhook(
                     app, {"name": "member_added", "channel": name, "user_id": presence_id}
                 )
+                self._record(app, "member_added", {"channel": name, "user_id": presence_id})
         else:
             client.send(codec.encode_subscription_succeeded(name))
 
@@ -163,8 +189,13 @@ class Hub:
         state = self._apps[app.id]
         channel = state.channels[name]
         del channel.outlets[client.socket_id]
+        presence_id = client.presence_ids.pop(name, None)
+        self._record(
+            app,
+            "unsubscribed",
+            {"socket_id": client.socket_id, "channel": name, "user_id": presence_id},
+        )
         if channel.kind.is_presence:
-            presence_id = client.presence_ids.pop(name)
             key = user_key(presence_id)
             member = channel.members[key]
             del member.connections[client.socket_id]
@@ -175,6 +206,7 @@ class Hub:
                 self._emit_webhook(
                     app, {"name": "member_removed", "channel": name, "user_id": member.user_id}
                 )
+                self._record(app, "member_removed", {"channel": name, "user_id": member.user_id})
         if not channel.outlets:
             del state.channels[name]
             if channel.count_timer is not None:
@@ -224,7 +256,20 @@ class Hub:
         kind = channel_kind(channel)
         if kind.is_cache:
             state.cache[channel] = CachedEvent(event, data, self._clock() + self._cache_ttl)
-        frame = encode_frame(OP_TEXT, codec.encode_channel_event(event, channel, data))
+        event_id = None
+        if self._history is not None and should_record(
+            channel, event, "api", client_events=self._history_client_events
+        ):
+            event_id = self._history.append(
+                app.id,
+                channel,
+                event,
+                data,
+                source="api",
+                time_ms=self._wall_clock_ms(),
+                socket_id=except_socket_id,
+            )
+        frame = encode_frame(OP_TEXT, codec.encode_channel_event(event, channel, data, event_id))
         if kind is ChannelKind.USER:
             user = state.users.get(channel[len(USER_CHANNEL_PREFIX) :])
             if not user:
@@ -237,10 +282,25 @@ class Hub:
 
     def relay_client_event(self, client: Client, channel: str, event: str, data: Any) -> int:
         """Relay a validated client event to the channel's other subscribers."""
-        state = self._apps[client.app.id]
+        app = client.app
+        state = self._apps[app.id]
         target = state.channels[channel]
         user_id = client.presence_ids.get(channel)
-        message = codec.encode_client_event(event, channel, data, user_id)
+        event_id = None
+        if self._history is not None and should_record(
+            channel, event, "client", client_events=self._history_client_events
+        ):
+            event_id = self._history.append(
+                app.id,
+                channel,
+                event,
+                data,
+                source="client",
+                time_ms=self._wall_clock_ms(),
+                socket_id=client.socket_id,
+                user_id=user_id,
+            )
+        message = codec.encode_client_event(event, channel, data, user_id, event_id)
         count = fanout(encode_frame(OP_TEXT, message), target.outlets.values(), client.socket_id)
         hook: dict[str, Any] = {
             "name": "client_event",
@@ -251,7 +311,17 @@ class Hub:
         }
         if user_id is not None:
             hook["user_id"] = user_id
-        self._emit_webhook(client.app, hook)
+        self._emit_webhook(app, hook)
+        self._record(
+            app,
+            "client_event",
+            {
+                "socket_id": client.socket_id,
+                "channel": channel,
+                "event": event,
+                "data_size": len(hook["data"].encode()),
+            },
+        )
         return count
 
     def _cached(self, state: AppState, channel: str) -> CachedEvent | None:
@@ -268,6 +338,7 @@ class Hub:
         state = self._state(client.app.id)
         client.user_id = user_id
         client.watchlist = watchlist
+        self._record(client.app, "signin", {"socket_id": client.socket_id, "user_id": user_id})
         connections = state.users.setdefault(user_id, {})
         came_online = not connections
         connections[client.socket_id] = client

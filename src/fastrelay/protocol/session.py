@@ -75,8 +75,19 @@ class Session:
         elif isinstance(message, codec.SignIn):
             self._sign_in(message)
         elif isinstance(message, codec.Invalid):
-            self.client.send(codec.encode_error(None, message.message))
+            self._send_error(None, message.message)
         # Pong and Unknown: nothing to answer; liveness is the shell's business.
+
+    def _send_error(self, code: int | None, message: str, channel: str | None = None) -> None:
+        """A non-fatal ``pusher:error``; every one goes to the event log too."""
+        self.client.send(codec.encode_error(code, message, channel))
+        self.hub.record(
+            self.client.app,
+            "error_sent",
+            socket_id=self.client.socket_id,
+            code=code,
+            message=message,
+        )
 
     # -- pusher:subscribe (PROTOCOL.md §5.3) -----------------------------------------------
 
@@ -86,8 +97,16 @@ class Session:
             self._try_subscribe(message)
         except SubscriptionError as exc:
             self.client.send(codec.encode_subscription_error(name, exc.type, exc.error, exc.status))
+            self.hub.record(
+                self.client.app,
+                "subscription_failed",
+                socket_id=self.client.socket_id,
+                channel=name,
+                error_type=exc.type,
+                status=exc.status,
+            )
             if exc.pusher_error:
-                self.client.send(codec.encode_error(None, exc.error))
+                self._send_error(None, exc.error)
 
     def _try_subscribe(self, message: codec.Subscribe) -> None:
         app = self.client.app
@@ -178,7 +197,7 @@ class Session:
         app = self.client.app
         channel = message.channel
         if channel is None:
-            self.client.send(codec.encode_error(None, "Invalid message format"))
+            self._send_error(None, "Invalid message format")
             return
         try:
             if not app.enable_client_messages:
@@ -208,9 +227,17 @@ class Session:
                     raise exc
                 raise exc
         except ClientEventRejected as exc:
+            self.hub.record(
+                app,
+                "client_event_rejected",
+                socket_id=self.client.socket_id,
+                channel=channel,
+                event=message.event,
+                message=exc.message,
+            )
             if exc.close:
                 raise
-            self.client.send(codec.encode_error(exc.code, exc.message, channel))
+            self._send_error(exc.code, exc.message, channel)
             return
         self.hub.relay_client_event(self.client, channel, message.event, data)
 
@@ -228,6 +255,13 @@ class Session:
     # -- pusher:signin (PROTOCOL.md §10.1) --------------------------------------------------
 
     def _sign_in(self, message: codec.SignIn) -> None:
+        try:
+            self._try_sign_in(message)
+        except Unauthorized:
+            self.hub.record(self.client.app, "signin_failed", socket_id=self.client.socket_id)
+            raise
+
+    def _try_sign_in(self, message: codec.SignIn) -> None:
         client = self.client
         if message.auth is None or message.user_data is None:
             raise Unauthorized()
@@ -245,9 +279,7 @@ class Session:
         if not isinstance(user_id, str) or not user_id:
             raise Unauthorized()
         if client.user_id is not None and client.user_id != user_id:
-            client.send(
-                codec.encode_error(None, "Connection is already signed in as another user.")
-            )
+            self._send_error(None, "Connection is already signed in as another user.")
             return
         client.send(codec.encode_signin_success(message.user_data))
         if client.user_id is None:
@@ -255,10 +287,8 @@ class Session:
             ids = [str(w) for w in watchlist] if isinstance(watchlist, list) else []
             self.hub.sign_in(client, user_id, tuple(ids[:MAX_WATCHLIST]))
             if len(ids) > MAX_WATCHLIST:
-                client.send(
-                    codec.encode_error(
-                        4302, "Watchlist limit exceeded. Only the first 100 user IDs are accepted."
-                    )
+                self._send_error(
+                    4302, "Watchlist limit exceeded. Only the first 100 user IDs are accepted."
                 )
         if self._on_authorized is not None:
             self._on_authorized()

@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 import time
+from typing import Any
 
 from .. import _accel
 from .._version import __version__
 from ..apps.static import StaticAppManager
-from ..config import Config
+from ..config import App, Config
 from ..eventlog import EventLog
 from ..history import HistoryStore, MemoryHistoryStore
 from ..hub.hub import Hub
@@ -24,6 +25,10 @@ __all__ = ["Node", "run"]
 log = logging.getLogger("fastrelay")
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Node:
     """One server process: owns its state, so several nodes can live in one test process."""
 
@@ -31,9 +36,6 @@ class Node:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
         self.apps = StaticAppManager(config.apps)
-        self.hub = Hub(
-            clock=self.loop.time, call_later=self.loop.call_later, cache_ttl=config.cache_ttl
-        )
         self.event_log = EventLog(config.event_log_size, enabled=config.event_log_enabled)
         self.history: HistoryStore | None = None
         if config.history_enabled:
@@ -41,8 +43,17 @@ class Node:
                 max_events=config.history_max_events,
                 max_age=config.history_max_age,
                 max_channels=config.history_max_channels,
-                epoch_ms=int(time.time() * 1000),
+                epoch_ms=_wall_ms(),
             )
+        self.hub = Hub(
+            clock=self.loop.time,
+            call_later=self.loop.call_later,
+            cache_ttl=config.cache_ttl,
+            record=self._record,
+            history=self.history,
+            history_client_events=config.history_client_events,
+            wall_clock_ms=_wall_ms,
+        )
         self.gateway = Gateway(config, self.apps, self.hub, self.loop)
         self.rest = RestApi(
             config,
@@ -55,6 +66,10 @@ class Node:
         self._router = self.rest.router()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
+
+    def _record(self, app: App, type_: str, fields: dict[str, Any]) -> None:
+        if self.event_log.enabled:
+            self.event_log.record(app.id, type_, _wall_ms(), **fields)
 
     def _protocol(self) -> HttpConnection:
         return HttpConnection(

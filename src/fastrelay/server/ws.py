@@ -135,6 +135,11 @@ class Gateway:
             raise OverCapacity()
         return app
 
+    def known_app(self, request: Request) -> App | None:
+        """The app a refused upgrade asked for, if it exists (for its event log)."""
+        key = request.path.rsplit("/", 1)[-1]
+        return self.apps.find_by_key(key) if key else None
+
     # -- liveness (PROTOCOL.md §4) -----------------------------------------------------------
 
     def start(self) -> None:
@@ -212,6 +217,10 @@ class WebSocketConnection(asyncio.Protocol):
         # Kept apart: signing in cancels the auth deadline, never the close-handshake timeout.
         self._auth_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._started_at = gateway.loop.time()
+        # Why the connection ended, for the event log: 1006 unless a close frame says otherwise.
+        self._close_code = 1006
+        self._close_reason = ""
 
     # -- start -------------------------------------------------------------------------------
 
@@ -226,6 +235,15 @@ class WebSocketConnection(asyncio.Protocol):
                 exc.code,
                 exc.message,
             )
+            app = gateway.known_app(self._request)
+            if app is not None:
+                gateway.hub.record(
+                    app,
+                    "connection_refused",
+                    code=exc.code,
+                    message=exc.message,
+                    remote_addr=self._request.remote_addr,
+                )
             self.close_with_error(exc.code, exc.message)
             return
         self.socket_id = gateway.new_socket_id()
@@ -243,6 +261,16 @@ class WebSocketConnection(asyncio.Protocol):
         gateway.hub.add_client(self._client)
         self._client.send(
             codec.encode_connection_established(self.socket_id, gateway.config.activity_timeout)
+        )
+        query = dict(parse_qsl(self._request.raw_query))
+        gateway.hub.record(
+            app,
+            "connection_established",
+            socket_id=self.socket_id,
+            client=query.get("client"),
+            version=query.get("version"),
+            protocol=query.get("protocol"),
+            remote_addr=self._request.remote_addr,
         )
         if app.enable_user_authentication:
             self._auth_timer = gateway.loop.call_later(
@@ -311,6 +339,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._state == _OPEN:
             # Echo the close (RFC 6455 §5.5.1), then the server drops TCP first.
             self._write(encode_close(code) if code != 1005 else encode_frame(OP_CLOSE, b""))
+            self._close_code, self._close_reason = code, _reason
         self._leave()
         self._state = _CLOSED
         self._transport.close()
@@ -337,6 +366,10 @@ class WebSocketConnection(asyncio.Protocol):
         if self._state != _OPEN:
             return
         self._write(encode_frame(OP_TEXT, codec.encode_error(code, message)))
+        if self._client is not None:
+            self._gateway.hub.record(
+                self._client.app, "error_sent", socket_id=self.socket_id, code=code, message=message
+            )
         self._close(code or 4000, message)
 
     def _close(self, code: int, reason: str) -> None:
@@ -344,6 +377,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._state != _OPEN:
             return
         self._state = _CLOSING
+        self._close_code, self._close_reason = code, reason
         self._leave()
         self._write(encode_close(code, reason))
         self._close_timer = self._gateway.loop.call_later(CLOSE_TIMEOUT, self._transport.close)
@@ -360,7 +394,16 @@ class WebSocketConnection(asyncio.Protocol):
             return
         self._client = None
         client.outlet.close()
-        self._gateway.hub.remove_client(client)
+        hub = self._gateway.hub
+        hub.remove_client(client)
+        hub.record(
+            client.app,
+            "disconnected",
+            socket_id=self.socket_id,
+            code=self._close_code,
+            reason=self._close_reason,
+            duration_ms=int((self._gateway.loop.time() - self._started_at) * 1000),
+        )
         self._gateway.forget(self)
 
     def _overflowed(self) -> None:

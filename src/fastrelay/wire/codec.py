@@ -229,16 +229,26 @@ def encode_cache_miss(channel: str) -> bytes:
     return orjson.dumps({"event": EVENT_CACHE_MISS, "channel": channel})
 
 
-def encode_channel_event(event: str, channel: str, data: str) -> bytes:
-    """A published event; ``data`` is the backend's string, escaped into the envelope as-is."""
-    return orjson.dumps({"event": event, "channel": channel, "data": data})
+def encode_channel_event(event: str, channel: str, data: str, event_id: int | None = None) -> bytes:
+    """A published event; ``data`` is the backend's string, escaped into the envelope as-is.
+
+    With event history on, ``id`` is the event's history id (RELAY_EXTRAS.md §4), an extra
+    envelope field that pusher-js and Pysher ignore, for reconnect catch-up.
+    """
+    if event_id is None:
+        return orjson.dumps({"event": event, "channel": channel, "data": data})
+    return orjson.dumps({"event": event, "channel": channel, "data": data, "id": event_id})
 
 
-def encode_client_event(event: str, channel: str, data: Any, user_id: Any = None) -> bytes:
+def encode_client_event(
+    event: str, channel: str, data: Any, user_id: Any = None, event_id: int | None = None
+) -> bytes:
     """A relayed client event: ``data`` verbatim, ``user_id`` on presence channels."""
     out: dict[str, Any] = {"event": event, "channel": channel, "data": data}
     if user_id is not None:
         out["user_id"] = user_id
+    if event_id is not None:
+        out["id"] = event_id
     return orjson.dumps(out)
 
 
