@@ -88,6 +88,7 @@ class Config:
     write_buffer_high_water: int = 4 * 1024 * 1024
     webhook_batching: bool = False
     webhook_batching_duration_ms: int = 50
+    webhook_grace_period: float = 3.0
     history_enabled: bool = False
     history_max_events: int = 100
     history_max_age: float = 3600.0

@@ -16,6 +16,7 @@ from ..config import App, Config
 from ..eventlog import EventLog
 from ..history import HistoryStore, MemoryHistoryStore
 from ..hub.hub import Hub
+from ..webhooks import WebhookSender
 from .http import HttpConnection
 from .rest import RestApi
 from .ws import Gateway
@@ -45,10 +46,19 @@ class Node:
                 max_channels=config.history_max_channels,
                 epoch_ms=_wall_ms(),
             )
+        self.webhooks = WebhookSender(
+            loop=self.loop,
+            batching=config.webhook_batching,
+            batching_ms=config.webhook_batching_duration_ms,
+            grace_period=config.webhook_grace_period,
+            event_log=self._record,
+            wall_clock_ms=_wall_ms,
+        )
         self.hub = Hub(
             clock=self.loop.time,
             call_later=self.loop.call_later,
             cache_ttl=config.cache_ttl,
+            emit_webhook=self.webhooks.emit,
             record=self._record,
             history=self.history,
             history_client_events=config.history_client_events,
@@ -80,6 +90,7 @@ class Node:
         )
 
     async def start(self) -> None:
+        await self.webhooks.start()
         self._server = await self.loop.create_server(
             self._protocol, self.config.host, self.config.port, reuse_address=True, backlog=4096
         )
@@ -103,9 +114,13 @@ class Node:
         log.info("shutting down")
         if self._server is not None:
             self._server.close()
-        await self.gateway.close_all(self.config.shutdown_grace_period)
+        started = self.loop.time()
+        grace = self.config.shutdown_grace_period
+        await self.gateway.close_all(grace)
         if self._server is not None:
             await self._server.wait_closed()
+        # Webhooks fired by the disconnects above get what is left of the grace period.
+        await self.webhooks.close(max(0.0, grace - (self.loop.time() - started)))
 
 
 async def _serve(config: Config) -> int:
