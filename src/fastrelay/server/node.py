@@ -150,6 +150,12 @@ async def _serve(config: Config) -> int:
 def run(config: Config) -> int:
     """Run a node until SIGINT/SIGTERM; returns the process exit code."""
     try:
+        # FASTRELAY_REQUIRE_EXTENSIONS=1: refuse to serve on a pure-Python twin.
+        _accel.check_required()
+    except RuntimeError as exc:
+        print(f"fastrelay: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows has no uvloop
         log.warning("uvloop is not available on %s; using the standard asyncio loop", sys.platform)

@@ -7,8 +7,8 @@ Order of checks for app routes: route → app exists (404) → app enabled (403)
 
 from __future__ import annotations
 
+import os
 import re
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +61,18 @@ def _info(value: Any) -> frozenset[str]:
     if not isinstance(value, str):
         return frozenset()
     return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _memory_usage() -> dict[str, float]:
+    """soketi's ``/accept-traffic`` memory block: this process's resident set vs physical memory."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[1]) * page
+    except (OSError, ValueError, AttributeError):  # not Linux: nothing cheap and exact to report
+        return {"usedSize": 0, "totalSize": 0, "percentUsage": 0}
+    return {"usedSize": used, "totalSize": total, "percentUsage": round(used / total * 100, 2)}
 
 
 class RestApi:
@@ -188,9 +200,13 @@ class RestApi:
         return _OK_TEXT
 
     def health(self, request: Request) -> Response:
+        # The body stays the spec's text; the header says which hot-path twins run (no silent
+        # fallback to the pure-Python ones): "fanout=c frames=c signing=c".
+        accelerated = " ".join(f"{k}={v}" for k, v in sorted(_accel.implementations().items()))
+        headers = (("X-Fastrelay-Accelerated", accelerated),)
         if self._is_closing():
-            return Response(503, b"CLOSING", "text/plain")
-        return _OK_TEXT
+            return Response(503, b"CLOSING", "text/plain", headers)
+        return Response(200, b"OK", "text/plain", headers)
 
     def ready(self, request: Request) -> Response:
         if self._is_closing():
@@ -206,13 +222,7 @@ class RestApi:
         )
 
     def accept_traffic(self, request: Request) -> Response:
-        used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return json_response(
-            {
-                "memory": {"usedSize": used, "totalSize": used, "percentUsage": 0},
-                "accelerated": dict(_accel.implementations()),
-            }
-        )
+        return json_response({"memory": _memory_usage()})
 
     # -- publishing (HTTP_API.md §3.1, §3.2) -------------------------------------------------
 
