@@ -1054,7 +1054,7 @@ def _parse_document(origin: _Raw, path: str, data: bytes) -> object:
             import tomllib as toml
         except ImportError:  # Python 3.10
             try:
-                import tomli as toml
+                import tomli as toml  # type: ignore[no-redef]
             except ImportError:
                 raise _fail(
                     origin.key,

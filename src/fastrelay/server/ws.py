@@ -235,10 +235,10 @@ class WebSocketConnection(asyncio.Protocol):
                 exc.code,
                 exc.message,
             )
-            app = gateway.known_app(self._request)
-            if app is not None:
+            refused_app = gateway.known_app(self._request)
+            if refused_app is not None:
                 gateway.hub.record(
-                    app,
+                    refused_app,
                     "connection_refused",
                     code=exc.code,
                     message=exc.message,
