@@ -49,7 +49,14 @@ from typing import Any
 
 from .errors import RestError
 
-__all__ = ["DEFAULT_LIMIT", "ENTRY_FIELDS", "FORBIDDEN_FIELDS", "MAX_LIMIT", "EventLog"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "ENTRY_FIELDS",
+    "FORBIDDEN_FIELDS",
+    "MAX_LIMIT",
+    "EventLog",
+    "redact_message",
+]
 
 DEFAULT_LIMIT = 100
 """``limit`` when the query gives none (§5.2)."""
@@ -107,6 +114,22 @@ RESERVED_FIELDS = frozenset({"id", "time_ms", "type"})
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _FILTERS = ("channel", "socket_id", "user_id")
+_SIGNATURE_ERROR = "Invalid signature"
+
+
+def redact_message(message: str) -> str:
+    """``message`` as the log keeps it: a signature error without its details.
+
+    The signature errors the protocol requires echo what was signed and what was sent: for a
+    channel, ``Expected HMAC SHA256 hex digest of <socket_id:channel[:channel_data]>, but got
+    <auth>`` (PROTOCOL.md §5.4); for the HTTP API, ``you should have sent HmacSHA256Hex("<string
+    to sign>", …), but you sent "<auth_signature>"`` (HTTP_API.md §2.2). The client gets them in
+    full; the log keeps only ``Invalid signature`` (§5.1: no auth strings, signatures or
+    ``channel_data``). Every other message is kept as it is.
+    """
+    if message.startswith(_SIGNATURE_ERROR):
+        return _SIGNATURE_ERROR
+    return message
 
 
 class _AppLog:
@@ -168,9 +191,9 @@ class EventLog:
         """Append one entry of ``type_`` at ``time_ms`` to ``app_id``'s log (§5.1).
 
         Fields whose value is None are dropped; lists and tuples are stored as tuples (a snapshot
-        the caller cannot change afterwards). A field named in :data:`FORBIDDEN_FIELDS` or
-        :data:`RESERVED_FIELDS` raises :class:`ValueError`, enabled or not, so the mistake shows
-        in every configuration.
+        the caller cannot change afterwards); a ``message`` goes through :func:`redact_message`.
+        A field named in :data:`FORBIDDEN_FIELDS` or :data:`RESERVED_FIELDS` raises
+        :class:`ValueError`, enabled or not, so the mistake shows in every configuration.
         """
         bad = FORBIDDEN_FIELDS.intersection(fields) or RESERVED_FIELDS.intersection(fields)
         if bad:
@@ -185,8 +208,11 @@ class EventLog:
         log.last_id += 1
         entry: dict[str, Any] = {"id": log.last_id, "time_ms": time_ms, "type": type_}
         for name, value in fields.items():
-            if value is not None:
-                entry[name] = tuple(value) if isinstance(value, (list, tuple)) else value
+            if value is None:
+                continue
+            if name == "message" and isinstance(value, str):
+                value = redact_message(value)
+            entry[name] = tuple(value) if isinstance(value, (list, tuple)) else value
         log.entries.append(entry)
 
     def query(self, app_id: str, params: Mapping[str, str]) -> dict[str, Any]:
