@@ -563,6 +563,10 @@ class WebhookSender:
         """The default poster: one pooled aiohttp session for every URL."""
         if self._session is None:  # emitted before start(): open it on first use
             self._session = self._new_session()
-        async with self._session.post(url, data=body, headers=dict(headers)) as response:
+        # No redirects: aiohttp turns a POST answered 301/302/303 into a body-less GET, whose 2xx
+        # would count as delivered. A 3xx is a failure (retried, logged with its status).
+        async with self._session.post(
+            url, data=body, headers=dict(headers), allow_redirects=False
+        ) as response:
             await response.read()  # read to the end so the connection goes back to the pool
             return response.status
