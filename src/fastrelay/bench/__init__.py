@@ -100,7 +100,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=d.window,
         metavar="N",
-        help=f"messages in flight in the max step (default {d.window})",
+        help="max step: deliveries in flight, i.e. messages sent but not yet received by"
+        f" every subscriber, counted per subscriber (default {d.window})",
     )
     g.add_argument(
         "--publishers",
@@ -397,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_fd_limit(needed + options.rest_connections + options.churners, progress)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = machine_info()
     t0 = time.monotonic()
     coro = _run_all(scenarios, specs, options, args, progress)
     try:
@@ -419,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": ["fastrelay", "bench", *(sys.argv[1:] if argv is None else argv)],
         "started": started,
         "seconds": round(time.monotonic() - t0, 1),
-        "machine": {**machine_info(), "load_loop": loop_name},
+        "machine": {**machine, "load_loop": loop_name},
         "options": options.as_dict(),
         "pinning": {"server": args.pin_server, "load": args.pin_load},
         "targets": names,
@@ -427,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summaries": summaries,
         "ratios": compute_ratios(summaries, names),
         "warnings": progress.warnings,
+        "loadavg_end": machine_info()["loadavg"],
     }
     text_json = json.dumps(doc, indent=2) + "\n"
     text_md = markdown_report(doc)

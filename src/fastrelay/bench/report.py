@@ -80,7 +80,12 @@ def machine_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 0
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
     return {
+        "loadavg": load,  # other work on the machine skews every figure: look here first
         "cpus": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_model": model,
@@ -186,7 +191,9 @@ def markdown_report(doc: dict[str, Any]) -> str:
     lines.append(
         f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model') or 'unknown model'}),"
         f" Python {machine.get('python')}. Server pinned to CPU {_fmt(pin.get('server'))},"
-        f" load generator to CPU {_fmt(pin.get('load'))}."
+        f" load generator to CPU {_fmt(pin.get('load'))}. Load average at the start"
+        f" {_fmt(machine.get('loadavg', [None])[0])}, at the end"
+        f" {_fmt(doc.get('loadavg_end', [None])[0])}."
     )
     if doc.get("command"):
         lines.append("")

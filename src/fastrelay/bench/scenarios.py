@@ -3,12 +3,12 @@ plain dict of results (see :mod:`fastrelay.bench.report` for the shape).
 
 Rate-stepped scenarios (``fanout``, ``multichannel``, ``client-events``) run one *step* per
 entry of ``--rates``: a number is an open-loop pace (messages per second, sent on a schedule
-whatever the server does), ``max`` a closed loop that keeps ``--window`` messages in flight
-(sent but not yet delivered to every subscriber), i.e. the highest rate the server sustains
-without queueing. After each step the tool waits (at most ``--drain`` seconds of no progress)
-for the last deliveries, then accounts latency, loss, duplicates and reordering. A paced step
-that the server cannot keep up with (loss, or publishes falling behind the schedule) ends the
-paced steps; ``max`` still runs.
+whatever the server does), ``max`` a closed loop that keeps ``--window`` deliveries in flight
+(messages sent but not yet delivered to every subscriber, counted per subscriber; at most
+256 messages), i.e. the highest rate the server sustains without queueing. After each step the
+tool waits (at most ``--drain`` seconds of no progress) for the last deliveries, then accounts
+latency, loss, duplicates and reordering. A paced step that the server cannot keep up with
+(loss, or publishes falling behind the schedule) ends the paced steps; ``max`` still runs.
 
 Every step also reports the CPU used by the load generator (``time.process_time``) and, for a
 server process on this machine, by the server (``/proc/<pid>/stat``), as a fraction of one core.
@@ -67,7 +67,7 @@ class Options:
     subscribers: int = 1000  # connections receiving messages (all channels together)
     channels: int = 10  # multichannel / client-events / connections: channels to spread over
     rates: tuple[Rate, ...] = (50.0, 200.0, 800.0, "max")
-    window: int = 8  # max step: messages in flight
+    window: int = 8000  # max step: deliveries in flight (8 publishes to 1,000 subscribers)
     publishers: int = 4  # REST connections of the publisher
     payload: int = 0  # extra bytes of padding in each message's data
     connections: int = 1000  # connections scenario
@@ -527,8 +527,8 @@ async def _paced(emitter: Emitter, rate: float, end: float) -> None:
 
 async def _closed_loop(ctx: Context, sink: DeliverySink, emitter: Emitter, end: float) -> None:
     loop = asyncio.get_running_loop()
-    window = max(1, ctx.options.window)
     per = emitter.deliveries_per_message
+    window = max(1, min(256, round(ctx.options.window / per)))  # messages in flight
     base = sink.delivered  # deliveries counted against this step's messages start here
     emitted = 0
     while True:
