@@ -25,9 +25,17 @@ log = logging.getLogger("fastrelay")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` (+ ``exc_info``)."""
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, the record's
+    ``extra=`` fields, and ``exc_info``/``stack_info`` when present."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -38,6 +46,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry:
+                entry[key] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -110,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from fastrelay.server.node import run
 
-        return run(config)
+        # SIGHUP reads the same flags, environment and config file again, for the app list.
+        return run(config, reload=lambda: load_config(args, environ))
     except ConfigError as exc:
         return _error(str(exc))
     except KeyboardInterrupt:

@@ -638,7 +638,7 @@ VARIABLES: tuple[Var, ...] = (
             soketi=("SOKETI_METRICS_ENABLED",), flag="--metrics"),
     _server("RELAY_METRICS_HOST", "metrics_host", _text, "metrics server address",
             soketi=("SOKETI_METRICS_HOST",), flag="--metrics-host", metavar="HOST"),
-    _server("RELAY_METRICS_PORT", "metrics_port", _PORT, "metrics server port",
+    _server("RELAY_METRICS_PORT", "metrics_port", _PORT, "metrics server port (0: any free)",
             soketi=("SOKETI_METRICS_SERVER_PORT",), flag="--metrics-port", metavar="N"),
     _server("RELAY_METRICS_PREFIX", "metrics_prefix", _metrics_prefix,
             "prefix of every Prometheus metric name",

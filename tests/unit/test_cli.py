@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,8 +57,10 @@ def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     seen: list[Config] = []
     module = types.ModuleType("fastrelay.server.node")
 
-    def run(config: Config) -> int:
+    def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         seen.append(config)
+        # SIGHUP's loader reads the same sources again.
+        assert reload is not None and reload() == config
         logging.getLogger("fastrelay.test").info("running on port %s", config.port)
         return 0
 
@@ -169,7 +171,7 @@ def test_serve_subcommand_equals_no_subcommand(fake_run: list[Config]) -> None:
 
 def test_run_exit_code_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("fastrelay.server.node")
-    module.run = lambda config: 3  # type: ignore[attr-defined]
+    module.run = lambda config, reload=None: 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fastrelay.server.node", module)
     assert main([]) == 3
 
@@ -177,7 +179,7 @@ def test_run_exit_code_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_config_error_from_run_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def run(config: Config) -> int:
+    def run(config: Config, reload: object = None) -> int:
         raise ConfigError("RELAY_SSL_CERT='/x.pem': expected a readable\nPEM file")
 
     module = types.ModuleType("fastrelay.server.node")

@@ -7,7 +7,7 @@ effect a client sees is sent from here, in the order PROTOCOL.md §5.3 gives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..config import App
@@ -16,16 +16,19 @@ from ..history import HistoryStore, should_record
 from ..protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_kind
 from ..wire import codec
 from ..wire.frames import OP_TEXT, encode_frame
-from .fanout import fanout
+from .fanout import Outlet, fanout
 from .state import AppState, CachedEvent, Channel, Client, Member, user_key
 
-__all__ = ["Hub", "Recorder", "WebhookEmitter"]
+__all__ = ["Hub", "Recorder", "SentCounter", "WebhookEmitter"]
 
 WebhookEmitter = Callable[[App, dict[str, Any]], None]
 """Receives each webhook-shaped event (HTTP_API.md §5.3) the hub produces."""
 
 Recorder = Callable[[App, str, dict[str, Any]], None]
 """Receives each server event log entry: app, type and fields (RELAY_EXTRAS.md §5.1)."""
+
+SentCounter = Callable[[App, int, int], None]
+"""Told once per fan-out: app, frames delivered, bytes delivered (frames × frame size)."""
 
 TERMINATED_MESSAGE = "You got disconnected by the app."
 # Pusher rule for subscription counts on busy channels (PROTOCOL.md §3.9).
@@ -55,6 +58,7 @@ class Hub:
         history: HistoryStore | None = None,
         history_client_events: bool = False,
         wall_clock_ms: Callable[[], int] = lambda: 0,
+        count_sent: SentCounter | None = None,
     ) -> None:
         self._clock = clock
         self._call_later = call_later
@@ -64,11 +68,21 @@ class Hub:
         self._history = history
         self._history_client_events = history_client_events
         self._wall_clock_ms = wall_clock_ms
+        self._count_sent = count_sent
         self._apps: dict[str, AppState] = {}
 
     def record(self, app: App, type_: str, **fields: Any) -> None:
         """Add an entry to the server event log (never secrets or payloads, only sizes)."""
         self._record(app, type_, fields)
+
+    def _fanout(
+        self, app: App, frame: bytes, outlets: Iterable[Outlet], except_socket_id: str | None
+    ) -> int:
+        """Every fan-out goes through here: metrics count it once, not per recipient."""
+        count = fanout(frame, outlets, except_socket_id)
+        if count and self._count_sent is not None:
+            self._count_sent(app, count, count * len(frame))
+        return count
 
     # -- connections -------------------------------------------------------------------------
 
@@ -163,7 +177,8 @@ class Hub:
             client.send(codec.encode_subscription_succeeded(name, channel.presence_payload()))
             if new_member:
                 added = codec.encode_member_added(name, presence_id, member.user_info)
-                fanout(encode_frame(OP_TEXT, added), channel.outlets.values(), client.socket_id)
+                frame = encode_frame(OP_TEXT, added)
+                self._fanout(app, frame, channel.outlets.values(), client.socket_id)
                 self._emit_webhook(
                     app, {"name": "member_added", "channel": name, "user_id": presence_id}
                 )
@@ -202,7 +217,7 @@ class Hub:
             if not member.connections:
                 del channel.members[key]
                 removed = codec.encode_member_removed(name, member.user_id)
-                fanout(encode_frame(OP_TEXT, removed), channel.outlets.values(), None)
+                self._fanout(app, encode_frame(OP_TEXT, removed), channel.outlets.values(), None)
                 self._emit_webhook(
                     app, {"name": "member_removed", "channel": name, "user_id": member.user_id}
                 )
@@ -236,7 +251,7 @@ class Hub:
         if not count:
             return
         frame = encode_frame(OP_TEXT, codec.encode_subscription_count(channel.name, count))
-        fanout(frame, channel.outlets.values(), None)
+        self._fanout(app, frame, channel.outlets.values(), None)
         self._emit_webhook(
             app,
             {"name": "subscription_count", "channel": channel.name, "subscription_count": count},
@@ -274,11 +289,11 @@ class Hub:
             user = state.users.get(channel[len(USER_CHANNEL_PREFIX) :])
             if not user:
                 return 0
-            return fanout(frame, [c.outlet for c in user.values()], except_socket_id)
+            return self._fanout(app, frame, [c.outlet for c in user.values()], except_socket_id)
         target = state.channels.get(channel)
         if target is None:
             return 0
-        return fanout(frame, target.outlets.values(), except_socket_id)
+        return self._fanout(app, frame, target.outlets.values(), except_socket_id)
 
     def relay_client_event(self, client: Client, channel: str, event: str, data: Any) -> int:
         """Relay a validated client event to the channel's other subscribers."""
@@ -301,7 +316,8 @@ class Hub:
                 user_id=user_id,
             )
         message = codec.encode_client_event(event, channel, data, user_id, event_id)
-        count = fanout(encode_frame(OP_TEXT, message), target.outlets.values(), client.socket_id)
+        frame = encode_frame(OP_TEXT, message)
+        count = self._fanout(app, frame, target.outlets.values(), client.socket_id)
         hook: dict[str, Any] = {
             "name": "client_event",
             "channel": channel,
@@ -346,7 +362,7 @@ class Hub:
             for watched in watchlist:
                 state.watchers.setdefault(watched, set()).add(client.socket_id)
             if came_online:
-                self._notify_watchers(state, user_id, "online")
+                self._notify_watchers(client.app, state, user_id, "online")
             if watchlist:
                 online = [w for w in watchlist if state.users.get(w)]
                 offline = [w for w in watchlist if not state.users.get(w)]
@@ -371,16 +387,17 @@ class Hub:
         if not connections:
             state.users.pop(user_id, None)
             if client.app.watchlist_events_enabled:
-                self._notify_watchers(state, user_id, "offline")
+                self._notify_watchers(client.app, state, user_id, "offline")
 
-    def _notify_watchers(self, state: AppState, user_id: str, name: str) -> None:
+    def _notify_watchers(self, app: App, state: AppState, user_id: str, name: str) -> None:
         watchers = state.watchers.get(user_id)
         if not watchers:
             return
         frame = encode_frame(
             OP_TEXT, codec.encode_watchlist_events([{"name": name, "user_ids": [user_id]}])
         )
-        fanout(frame, [state.clients[s].outlet for s in watchers if s in state.clients], None)
+        outlets = [state.clients[s].outlet for s in watchers if s in state.clients]
+        self._fanout(app, frame, outlets, None)
 
     def terminate_user(self, app_id: str, user_id: str) -> int:
         """Close every connection signed in as, or present as, ``user_id`` (PROTOCOL.md §10.5)."""

@@ -30,6 +30,8 @@ LINGER_SECONDS = 5.0  # how long a closing connection keeps reading (and droppin
 
 # Called with (transport, request, bytes after the request); returns the protocol taking over.
 UpgradeHandler = Callable[[asyncio.Transport, Request, bytes], asyncio.Protocol]
+# Called after each answered request (metrics); must be cheap and must not raise.
+ResponseHook = Callable[[Request, Response], None]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -42,8 +44,10 @@ class HttpConnection(asyncio.Protocol):
         max_body: int,
         is_websocket_path: Callable[[str], bool],
         upgrade: UpgradeHandler,
+        on_response: ResponseHook | None = None,
     ) -> None:
         self._router = router
+        self._on_response = on_response
         self._max_body = max_body
         self._is_websocket_path = is_websocket_path
         self._upgrade = upgrade
@@ -206,6 +210,8 @@ class HttpConnection(asyncio.Protocol):
         self._transport.write(
             response.encode(keep_alive=keep_alive, head=request.method == "HEAD", http10=http10)
         )
+        if self._on_response is not None:
+            self._on_response(request, response)
         if not keep_alive:
             self._shutdown()
 

@@ -1,27 +1,44 @@
-"""A fastrelay node: wires configuration, apps, hub, HTTP API and WebSocket gateway; runs them."""
+"""A fastrelay node: wires configuration, apps, hub, HTTP API and WebSocket gateway; runs them.
+
+Signals (:func:`run`): SIGTERM/SIGINT drain and exit 0 (PROTOCOL.md §12); SIGHUP reloads the app
+list from the configuration sources (:meth:`Node.reload`) without dropping connections.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from .. import _accel
 from .._version import __version__
+from ..apps.base import AppManager
 from ..apps.static import StaticAppManager
 from ..config import App, Config
+from ..errors import AppDisabled, AppNotFound, ConfigError
 from ..eventlog import EventLog
 from ..history import HistoryStore, MemoryHistoryStore
 from ..hub.hub import Hub
 from ..webhooks import WebhookSender
 from .http import HttpConnection
+from .metrics import Metrics, MetricsServer
 from .rest import RestApi
+from .routes import Request, Response
+from .tls import server_context
 from .ws import Gateway
 
-__all__ = ["Node", "run"]
+__all__ = ["Node", "ReloadableAppManager", "run"]
+
+ConfigLoader = Callable[[], Config]
+"""Reads the configuration again (same flags, environment and file) for a reload."""
+
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish the TLS handshake
 
 log = logging.getLogger("fastrelay")
 
@@ -30,13 +47,47 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+class ReloadableAppManager(AppManager):
+    """The node's apps: one :class:`StaticAppManager`, replaced whole by :meth:`replace`.
+
+    The gateway and the REST API hold this object; a reload swaps what it points to in one
+    assignment, so a lookup sees either the old list or the new one, never a mix.
+    """
+
+    def __init__(self, apps: Iterable[App]) -> None:
+        self._current = StaticAppManager(apps)
+
+    def replace(self, apps: Iterable[App]) -> None:
+        self._current = StaticAppManager(apps)
+
+    def find_by_key(self, key: str) -> App | None:
+        return self._current.find_by_key(key)
+
+    def find_by_id(self, app_id: str) -> App | None:
+        return self._current.find_by_id(app_id)
+
+    def all(self) -> tuple[App, ...]:
+        return self._current.all()
+
+
 class Node:
     """One server process: owns its state, so several nodes can live in one test process."""
 
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
-        self.apps = StaticAppManager(config.apps)
+        # Raises ConfigError for a missing or bad certificate, before anything starts.
+        self.ssl_context = (
+            server_context(config.ssl_cert, config.ssl_key, config.ssl_passphrase)
+            if config.ssl_cert and config.ssl_key
+            else None
+        )
+        self.apps = ReloadableAppManager(config.apps)
+        # Counted whether or not the metrics server runs: a few integer increments per message.
+        self.metrics = Metrics()
+        for app in config.apps:
+            self.metrics.add_app(app.id)
+        self.draining = False
         self.event_log = EventLog(config.event_log_size, enabled=config.event_log_enabled)
         self.history: HistoryStore | None = None
         if config.history_enabled:
@@ -51,7 +102,7 @@ class Node:
             batching=config.webhook_batching,
             batching_ms=config.webhook_batching_duration_ms,
             grace_period=config.webhook_grace_period,
-            event_log=self._record,
+            event_log=self._webhook_attempt,
             wall_clock_ms=_wall_ms,
         )
         self.hub = Hub(
@@ -63,8 +114,9 @@ class Node:
             history=self.history,
             history_client_events=config.history_client_events,
             wall_clock_ms=_wall_ms,
+            count_sent=self.metrics.sent,
         )
-        self.gateway = Gateway(config, self.apps, self.hub, self.loop)
+        self.gateway = Gateway(config, self.apps, self.hub, self.loop, metrics=self.metrics)
         self.rest = RestApi(
             config,
             self.apps,
@@ -76,10 +128,35 @@ class Node:
         self._router = self.rest.router()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics_enabled:
+            self.metrics_server = MetricsServer(
+                self.metrics,
+                host=config.metrics_host,
+                port=config.metrics_port,
+                prefix=config.metrics_prefix,
+                server_port=lambda: self.port,
+                connected=self.hub.connection_count,
+                is_ready=lambda: not self.draining,
+            )
 
     def _record(self, app: App, type_: str, fields: dict[str, Any]) -> None:
         if self.event_log.enabled:
             self.event_log.record(app.id, type_, _wall_ms(), **fields)
+
+    def _webhook_attempt(self, app: App, type_: str, fields: dict[str, Any]) -> None:
+        """The webhook sender reports every attempt here: metrics, then the event log."""
+        self.metrics.webhook_attempt(app.id, failed=type_ == "webhook_failed")
+        self._record(app, type_, fields)
+
+    def _http_answered(self, request: Request, response: Response) -> None:
+        """HTTP API metrics, for requests naming an app this node has (bodies only, as soketi)."""
+        app_id = request.params.get("app_id")
+        if app_id is None:
+            return
+        app = self.apps.find_by_id(unquote(app_id))
+        if app is not None:
+            self.metrics.http_call(app.id, len(request.body), len(response.body))
 
     def _protocol(self) -> HttpConnection:
         return HttpConnection(
@@ -87,13 +164,27 @@ class Node:
             max_body=self.config.max_request_size,
             is_websocket_path=self.gateway.is_websocket_path,
             upgrade=self.gateway.upgrade,
+            on_response=self._http_answered,
         )
 
     async def start(self) -> None:
         await self.webhooks.start()
-        self._server = await self.loop.create_server(
-            self._protocol, self.config.host, self.config.port, reuse_address=True, backlog=4096
-        )
+        config = self.config
+        try:
+            self._server = await self.loop.create_server(
+                self._protocol,
+                config.host,
+                config.port,
+                reuse_address=True,
+                backlog=4096,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.ssl_context else None,
+            )
+        except OSError as exc:
+            await self.webhooks.close(0.0)
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self.gateway.start()
         accelerated = " ".join(
@@ -107,11 +198,27 @@ class Node:
         )
         for app in self.config.apps:
             log.info("app id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
-        log.info("fastrelay listening on %s:%d", self.config.host, self.port)
+        scheme = "https" if self.ssl_context is not None else "http"
+        # Keep HOST:PORT at the end: scripts and the test harness read the port from this line.
+        log.info("fastrelay listening on %s://%s:%d", scheme, self.config.host, self.port)
+        if self.metrics_server is not None:
+            # After the line above, so "listening on" first names the main port.
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                await self.stop()
+                raise ConfigError(
+                    f"the metrics server cannot listen on {config.metrics_host}:"
+                    f"{config.metrics_port}: {exc.strerror or exc}"
+                ) from None
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, 4200 to every client, wait the grace period."""
+        """Graceful shutdown: stop accepting, 4200 to every client, wait the grace period.
+
+        The metrics server keeps answering meanwhile, ``/ready`` with 503, and stops last.
+        """
         log.info("shutting down")
+        self.draining = True
         if self._server is not None:
             self._server.close()
         started = self.loop.time()
@@ -121,12 +228,62 @@ class Node:
             await self._server.wait_closed()
         # Webhooks fired by the disconnects above get what is left of the grace period.
         await self.webhooks.close(max(0.0, grace - (self.loop.time() - started)))
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+
+    def reload(self, load: ConfigLoader) -> bool:
+        """Replace the app list with a freshly loaded one (SIGHUP); False if it could not load.
+
+        Connections stay up. Apps gone from the list: their connections are closed with 4001
+        (the app no longer exists); apps now disabled: 4003. Connections of an app whose
+        settings changed keep the settings they connected with; new connections and HTTP calls
+        get the new ones. Other settings only take effect on a restart (a warning says which).
+        """
+        if self.draining:
+            log.info("not reloading: shutting down")
+            return False
+        try:
+            config = load()
+        except (ConfigError, SystemExit) as exc:
+            log.error("reload failed, keeping the %d apps in use: %s", len(self.apps.all()), exc)
+            return False
+        except Exception:
+            log.exception("reload failed, keeping the %d apps in use", len(self.apps.all()))
+            return False
+        old = {app.id: app for app in self.apps.all()}
+        self.apps.replace(config.apps)
+        for app in config.apps:
+            self.metrics.add_app(app.id)
+            before = old.get(app.id)
+            if before is None:
+                log.info("app added: id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
+            elif before != app:
+                log.info("app changed: id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
+            if before is not None and before.enabled and not app.enabled:
+                closed = self.gateway.close_app(app.id, AppDisabled.code, AppDisabled.message)
+                log.info("app disabled: id=%s, %d connection(s) closed", app.id, closed)
+        for app_id in old.keys() - {app.id for app in config.apps}:
+            closed = self.gateway.close_app(
+                app_id, AppNotFound.code, f"App {app_id} no longer exists."
+            )
+            self.metrics.remove_app(app_id)
+            log.info("app removed: id=%s, %d connection(s) closed", app_id, closed)
+        ignored = [
+            field.name
+            for field in dataclasses.fields(Config)
+            if field.name != "apps"
+            and getattr(config, field.name) != getattr(self.config, field.name)
+        ]
+        if ignored:
+            log.warning("reload: only apps are reloaded; restart to apply %s", ", ".join(ignored))
+        self.config = dataclasses.replace(self.config, apps=config.apps)
+        log.info("reloaded %d apps", len(config.apps))
+        return True
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, reload: ConfigLoader | None) -> int:
     loop = asyncio.get_running_loop()
     node = Node(config, loop)
-    await node.start()
     stop = loop.create_future()
 
     def request_stop(signum: int) -> None:
@@ -134,21 +291,36 @@ async def _serve(config: Config) -> int:
         if not stop.done():
             stop.set_result(None)
 
+    def request_reload() -> None:
+        log.info("received SIGHUP")
+        if reload is None:
+            log.warning("SIGHUP: nothing to reload from")
+        else:
+            node.reload(reload)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(signum, request_stop, signum)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             signal.signal(signum, lambda s, f: loop.call_soon_threadsafe(request_stop, s))
+    sighup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if sighup is not None:
+        loop.add_signal_handler(sighup, request_reload)
+    # Handlers first: a signal sent as soon as "listening on" is logged must find them.
+    await node.start()
     await stop
     await node.stop()
     # The loop's handlers go with it: a repeated signal now must not kill a clean exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM) + ((sighup,) if sighup is not None else ()):
         signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
-def run(config: Config) -> int:
-    """Run a node until SIGINT/SIGTERM; returns the process exit code."""
+def run(config: Config, reload: ConfigLoader | None = None) -> int:
+    """Run a node until SIGINT/SIGTERM; returns the process exit code.
+
+    ``reload`` reads the configuration again; SIGHUP calls it and applies the new app list.
+    """
     try:
         # FASTRELAY_REQUIRE_EXTENSIONS=1: refuse to serve on a pure-Python twin.
         _accel.check_required()
@@ -159,5 +331,5 @@ def run(config: Config) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - Windows has no uvloop
         log.warning("uvloop is not available on %s; using the standard asyncio loop", sys.platform)
-        return asyncio.run(_serve(config))
-    return uvloop.run(_serve(config))
+        return asyncio.run(_serve(config, reload))
+    return uvloop.run(_serve(config, reload))

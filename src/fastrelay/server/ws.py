@@ -46,6 +46,7 @@ from ..wire.frames import (
     encode_frame,
     parse_close,
 )
+from .metrics import CountingClient, Metrics
 from .routes import Request
 
 __all__ = ["Gateway", "WebSocketConnection"]
@@ -61,10 +62,16 @@ class Gateway:
     """Accepts upgraded connections for every app and keeps the live ones."""
 
     def __init__(
-        self, config: Config, apps: AppManager, hub: Hub, loop: asyncio.AbstractEventLoop
+        self,
+        config: Config,
+        apps: AppManager,
+        hub: Hub,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.apps = apps
+        self.metrics = metrics if metrics is not None else Metrics()
         self.hub = hub
         self.loop = loop
         self.connections: dict[str, WebSocketConnection] = {}  # socket_id → live connection
@@ -178,6 +185,13 @@ class Gateway:
                 for connection in list(self._open):
                     connection.abort()
 
+    def close_app(self, app_id: str, code: int, message: str) -> int:
+        """Close every live connection of one app (a reload removed or disabled it)."""
+        doomed = [c for c in self.connections.values() if c.app_id == app_id]
+        for connection in doomed:
+            connection.close_with_error(code, message)
+        return len(doomed)
+
     def forget(self, connection: WebSocketConnection) -> None:
         """The connection left the hub (its close has started)."""
         if self.connections.get(connection.socket_id) is connection:
@@ -221,6 +235,8 @@ class WebSocketConnection(asyncio.Protocol):
         # Why the connection ended, for the event log: 1006 unless a close frame says otherwise.
         self._close_code = 1006
         self._close_reason = ""
+        # Plain integers bumped per frame; the app's own once the handshake admits it.
+        self._counters = gateway.metrics.unattributed
 
     # -- start -------------------------------------------------------------------------------
 
@@ -247,13 +263,17 @@ class WebSocketConnection(asyncio.Protocol):
             self.close_with_error(exc.code, exc.message)
             return
         self.socket_id = gateway.new_socket_id()
+        self._counters = counters = gateway.metrics.for_app(app.id)
+        counters.new_connections += 1
         outlet = Outlet(
             self.socket_id,
             self._transport,
             gateway.config.write_buffer_high_water,
             self._overflowed,
         )
-        self._client = Client(app, self.socket_id, outlet, self.close_with_error)
+        self._client = CountingClient(
+            app, self.socket_id, outlet, self.close_with_error, counters=counters
+        )
         self._session = Session(
             self._client, gateway.hub, clock=gateway.loop.time, on_authorized=self._authorized
         )
@@ -293,9 +313,16 @@ class WebSocketConnection(asyncio.Protocol):
         # The transport arrives already connected (set_protocol after the upgrade).
         pass
 
+    @property
+    def app_id(self) -> str | None:
+        client = self._client
+        return client.app.id if client is not None else None
+
     def data_received(self, data: bytes) -> None:
         if self._state == _CLOSED:
             return
+        counters = self._counters
+        counters.socket_received_bytes += len(data)
         try:
             messages = self._parser.feed(data)
         except WebSocketError as exc:
@@ -311,6 +338,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._ping_sent_at = None
         for opcode, payload in messages:
             if opcode in (OP_TEXT, OP_BINARY):
+                counters.ws_messages_received += 1
                 if self._state == _OPEN and self._session is not None:
                     self._handle_message(payload)
             elif opcode == OP_PING:
@@ -393,6 +421,7 @@ class WebSocketConnection(asyncio.Protocol):
         if client is None:
             return
         self._client = None
+        self._counters.new_disconnections += 1
         client.outlet.close()
         hub = self._gateway.hub
         hub.remove_client(client)
@@ -414,6 +443,10 @@ class WebSocketConnection(asyncio.Protocol):
     def _write(self, frame: bytes) -> None:
         if not self._transport.is_closing():
             self._transport.write(frame)
+            counters = self._counters
+            counters.socket_transmitted_bytes += len(frame)
+            if frame[0] == 0x81:  # a text message (FIN + text), not a control frame
+                counters.ws_messages_sent += 1
 
     # -- liveness ----------------------------------------------------------------------------
 
