@@ -11,6 +11,7 @@ results.md and latency.png into bench/results/. Soketi is installed on first use
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def main() -> int:
         sys.path.insert(0, str(SRC))
         import fastrelay.bench
 
-    return fastrelay.bench.main([*ARGS, "--out", str(HERE / "results"), *sys.argv[1:]])
+    out = os.path.relpath(HERE / "results")  # bench/results from the repository root
+    return fastrelay.bench.main([*ARGS, "--out", out, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import random
+import time
 
 import pytest
 
+from fastrelay.bench.client import DeliverySink, PusherSocket, bench_data
 from fastrelay.bench.report import compute_ratios, summarize_runs
 from fastrelay.bench.scenarios import parse_rates
 from fastrelay.bench.stats import (
@@ -16,6 +21,7 @@ from fastrelay.bench.stats import (
     summarize_latencies,
     total_order_counts,
 )
+from fastrelay.wire.frames import OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_frame
 
 # -- percentiles ---------------------------------------------------------------------------
 
@@ -197,3 +203,82 @@ def test_medians_and_ratios_against_the_first_target() -> None:
     assert ratios["p99_ms_low_rate"]["ratio"] == 0.35
     assert ratios["p99_ms_low_rate"]["better"] is True  # lower latency is better
     assert compute_ratios(summaries, ["soketi"]) == []
+
+
+# -- the subscriber's hot path, fed by hand ------------------------------------------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def _upgraded_socket(sink: DeliverySink) -> tuple[PusherSocket, _Transport]:
+    sock = PusherSocket("127.0.0.1", 6001, "/app/key?protocol=7", sink)
+    transport = _Transport()
+    sock.connection_made(transport)  # type: ignore[arg-type]
+    request = transport.written[0].decode()
+    assert request.startswith("GET /app/key?protocol=7 HTTP/1.1\r\n")
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in request.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    accept = base64.b64encode(
+        hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    ).decode()
+    established = json.dumps(
+        {"event": "pusher:connection_established", "data": json.dumps({"socket_id": "1.2"})}
+    )
+    sock.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        + encode_frame(OP_TEXT, established.encode())
+    )
+    assert sock.socket_id == "1.2"
+    return sock, transport
+
+
+def _message(stream: int, seq: int, sent_ns: int, *, extra: str = "") -> bytes:
+    data = bench_data(stream, seq, sent_ns, "pad|ding")
+    text = f'{{"event":"bench",{extra}"channel":"bench-fanout","data":"{data}"}}'
+    return encode_frame(OP_TEXT, text.encode())
+
+
+async def test_subscriber_accounts_every_frame_it_is_fed() -> None:
+    sink = DeliverySink()
+    sock, transport = _upgraded_socket(sink)
+    sent = time.monotonic_ns() - 5_000_000  # 5 ms ago
+    frames = [_message(0, 0, sent), _message(0, 2, sent), _message(1, 0, sent)]
+    frames += [_message(0, 1, sent, extra='"user_id":"a|b",'), _message(0, 1, sent)]
+    # All in one read, cut in the middle of a frame, as TCP may deliver them.
+    stream = b"".join(frames)
+    sock.data_received(stream[:7])
+    sock.data_received(stream[7:])
+    assert sink.delivered == 5
+    latencies = list(sink.recorder.samples)
+    assert len(latencies) == 5 and all(5_000_000 <= n < 10_000_000_000 for n in latencies)
+    counts = sock.tracker.counts({0: 3, 1: 1})
+    assert counts == OrderCounts(received=5, in_order=3, reordered=1, duplicates=1, lost=0)
+    # A server ping gets a masked pong; control messages are not deliveries.
+    sock.data_received(encode_frame(OP_PING, b"hi"))
+    pong = FrameParser(1024).feed(transport.written[-1])
+    assert pong == [(OP_PONG, b"hi")]
+    sock.data_received(encode_frame(OP_TEXT, b'{"event":"pusher:ping","data":{}}'))
+    assert FrameParser(1024).feed(transport.written[-1])[0][1] == (
+        b'{"event":"pusher:pong","data":{}}'
+    )
+    assert sink.delivered == 5 and sink.errors == []

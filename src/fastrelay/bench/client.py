@@ -6,7 +6,7 @@ frames are parsed by the (compiled) :class:`~fastrelay.wire.frames.FrameParser` 
 are no per-connection tasks or queues: a subscriber's whole cost is :meth:`data_received`.
 
 Benchmark messages carry ``fr|<stream>|<seq>|<sent_ns>|<padding>`` as their ``data`` string
-(see :func:`bench_data`). The hot path finds that marker in the raw frame, reads three integers
+(see :func:`bench_data`). The hot path splits the raw frame on ``|``, reads three integers
 and accounts the message: one latency sample into the shared :class:`DeliverySink`, one ordering
 step in the socket's :class:`~fastrelay.bench.stats.SequenceTracker`. Anything else is a Pusher
 control message, decoded as JSON and handled off the hot path.
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 MARKER = b"fr|"
+_MARKER_END = b'"fr'  # the data string's opening quote, then the marker without its "|"
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_MESSAGE = 16 * 1024 * 1024
 _monotonic_ns = time.monotonic_ns
@@ -184,27 +185,35 @@ class PusherSocket(asyncio.Protocol):
         tracker = self.tracker
         expected = tracker.expected
         count = 0
+        in_order = 0
         for opcode, payload in messages:
             if opcode == OP_TEXT:
-                at = payload.find(MARKER)
-                if at >= 0:
-                    stream_b, seq_b, sent_b, _ = payload[at + 3 :].split(b"|", 3)
-                    stream = int(stream_b)
-                    seq = int(seq_b)
+                # '{"event":…,"data":"fr|stream|seq|sent_ns|padding"}': one split, no search.
+                # Channel and event names cannot hold "|", so the marker ends the first part.
+                parts = payload.split(b"|", 4)
+                if len(parts) != 5 or not parts[0].endswith(_MARKER_END):
+                    # Another field with a "|" before "data" (a server's own extra field)?
+                    at = payload.find(b'"' + MARKER)
+                    if at < 0:
+                        self._control(payload)
+                        continue
+                    parts = payload[at:].split(b"|", 4)
+                if len(parts) == 5:
+                    stream = int(parts[1])
+                    seq = int(parts[2])
                     if seq == expected.get(stream, 0):
                         expected[stream] = seq + 1
-                        tracker.received += 1
-                        tracker.in_order += 1
+                        in_order += 1
                     else:
                         tracker.observe_slow(stream, seq)
                     if record is not None:
-                        record(now - int(sent_b))
+                        record(now - int(parts[3]))
                     count += 1
-                else:
-                    self._control(payload)
             else:
                 self._frame(opcode, payload)
         if count:
+            tracker.received += in_order
+            tracker.in_order += in_order
             sink.delivered += count
             if record is None:
                 sink.recorder.dropped += count

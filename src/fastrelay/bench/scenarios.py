@@ -67,8 +67,8 @@ class Options:
     subscribers: int = 1000  # connections receiving messages (all channels together)
     channels: int = 10  # multichannel / client-events / connections: channels to spread over
     rates: tuple[Rate, ...] = (50.0, 200.0, 800.0, "max")
-    window: int = 8000  # max step: deliveries in flight (8 publishes to 1,000 subscribers)
-    publishers: int = 4  # REST connections of the publisher
+    window: int = 16000  # max step: deliveries in flight (16 publishes to 1,000 subscribers)
+    publishers: int = 8  # REST connections of the publisher
     payload: int = 0  # extra bytes of padding in each message's data
     connections: int = 1000  # connections scenario
     connect_concurrency: int = 200  # handshakes in progress at once
