@@ -39,6 +39,7 @@ HEADLINES: dict[str, list[tuple[str, str, bool]]] = {
         ("deliveries_per_s", "deliveries/s (best loss-free step)", True),
         ("p99_ms_low_rate", "p99 ms at the lowest rate", False),
         ("p99_ms_max_rate", "p99 ms at the max rate", False),
+        ("server_us_per_delivery_max_rate", "server CPU µs per delivery at the max rate", False),
     ],
     "multichannel": [
         ("deliveries_per_s", "deliveries/s (best loss-free step)", True),
@@ -49,6 +50,7 @@ HEADLINES: dict[str, list[tuple[str, str, bool]]] = {
         ("max_events_per_s", "client events/s (best loss-free step)", True),
         ("deliveries_per_s", "deliveries/s (best loss-free step)", True),
         ("p99_ms_low_rate", "p99 ms at the lowest rate", False),
+        ("server_us_per_delivery_max_rate", "server CPU µs per delivery at the max rate", False),
     ],
     "connections": [
         ("rss_per_connection_bytes", "server RSS per idle connection (bytes)", False),
@@ -57,6 +59,7 @@ HEADLINES: dict[str, list[tuple[str, str, bool]]] = {
     "rest": [
         ("publishes_per_s", "signed publishes/s", True),
         ("p99_ms", "p99 ms per publish", False),
+        ("server_us_per_publish", "server CPU µs per publish", False),
     ],
     "presence-churn": [
         ("joins_per_s", "presence joins/s", True),
@@ -246,6 +249,7 @@ def markdown_report(doc: dict[str, Any]) -> str:
                 "reord",
                 "load cpu",
                 "server cpu",
+                "server µs/delivery",
             ]
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
@@ -269,6 +273,7 @@ def markdown_report(doc: dict[str, Any]) -> str:
                                 _fmt(step["reordered"]),
                                 _pct(step["load_cpu"]),
                                 _pct(step["server_cpu"]),
+                                _fmt(step.get("server_us_per_delivery")),
                             ]
                         )
                         + " |"

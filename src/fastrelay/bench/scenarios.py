@@ -482,6 +482,11 @@ async def run_steps(
             "backlog_at_end": backlog,
             "load_cpu": round(load_cpu, 3),
             "server_cpu": None if server_cpu is None else round(server_cpu, 3),
+            # CPU time per delivery: unlike rates, not skewed by other work on the machine.
+            "load_us_per_delivery": _per(load_cpu * wall, delivered1 - delivered0),
+            "server_us_per_delivery": None
+            if server_cpu is None
+            else _per(server_cpu * wall, delivered1 - delivered0),
         }
         if recorder.dropped:
             step["latency_samples_dropped"] = recorder.dropped
@@ -507,6 +512,11 @@ async def run_steps(
             saturated = True
             ctx.progress.say(f"{ctx.target.name} {ctx.scenario}: saturated at {label}")
     return steps
+
+
+def _per(cpu_seconds: float, count: int) -> float | None:
+    """Microseconds of CPU per item."""
+    return round(cpu_seconds / count * 1e6, 2) if count > 0 else None
 
 
 async def _paced(emitter: Emitter, rate: float, end: float) -> None:
@@ -592,6 +602,7 @@ def _headline(steps: list[dict[str, Any]], unit: str) -> dict[str, Any]:
         "low_rate": first["rate"] if first else None,
         "p99_ms_low_rate": first["latency_ms"]["p99"] if first else None,
         "p99_ms_max_rate": maximum["latency_ms"]["p99"] if maximum else None,
+        "server_us_per_delivery_max_rate": maximum["server_us_per_delivery"] if maximum else None,
         "lost": sum(s["lost"] for s in steps),
         "duplicates": sum(s["duplicates"] for s in steps),
         "reordered": sum(s["reordered"] for s in steps),
@@ -857,6 +868,7 @@ async def rest(ctx: Context) -> dict[str, Any]:
         "latency_ms": summary.as_dict(),
         "load_cpu": round(load_cpu, 3),
         "server_cpu": None if server_cpu is None else round(server_cpu, 3),
+        "server_us_per_publish": None if server_cpu is None else _per(server_cpu * wall, ok),
     }
     ctx.progress.say(
         f"{ctx.target.name} rest: {step['publishes_per_s']:,.0f} publishes/s over"
@@ -877,6 +889,7 @@ async def rest(ctx: Context) -> dict[str, Any]:
             "p99_ms": summary.p99,
             "failed": failed,
             "reconnects": reconnects,
+            "server_us_per_publish": step["server_us_per_publish"],
         },
         "errors": [],
     }
