@@ -279,12 +279,18 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _raise_fd_limit(needed: int, progress: Progress) -> None:
+    """Raise the open-file limit for this process and the servers it starts: the soft limit to
+    the hard one, and both when more are needed and the hard limit allows (root may raise it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else max(soft, needed + 1024)
-    if soft < want:
+    want = needed + 1024
+    for limits in ((hard, hard), (want, want)):
+        if soft >= want:
+            break
+        if limits[1] != resource.RLIM_INFINITY and limits[1] < hard:
+            continue
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            soft, hard = limits
         except (ValueError, OSError):
             pass
     if soft < needed + 256:
@@ -386,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     options = _options(args)
+    machine = machine_info()
     if args.pin_load is not None:
         try:
             os.sched_setaffinity(0, {args.pin_load})
@@ -398,7 +405,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_fd_limit(needed + options.rest_connections + options.churners, progress)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    machine = machine_info()
     t0 = time.monotonic()
     coro = _run_all(scenarios, specs, options, args, progress)
     try:

@@ -13,7 +13,8 @@ The JSON document::
      "warnings": [...]}
 
 The plot (matplotlib, an optional extra) shows p50 and p99 publish→deliver latency against the
-achieved publish rate, one line per target, one panel per rate-stepped scenario.
+achieved publish rate, one line per target (medians over repeats, step by step), one panel per
+rate-stepped scenario.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "loadavg": load,  # other work on the machine skews every figure: look here first
         "cpus": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": usable,  # before --pin-load
         "cpu_model": model,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -114,7 +115,9 @@ def summarize_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in summaries[0]:
             values = [s.get(key) for s in summaries]
             numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if len(numbers) == len(values) and numbers:
+            if values and all(isinstance(v, bool) for v in values):
+                metrics[key] = all(values)
+            elif len(numbers) == len(values) and numbers:
                 metrics[key] = statistics.median(numbers)
             else:
                 metrics[key] = values[0] if len(values) == 1 else values
@@ -305,6 +308,25 @@ def markdown_report(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _median_steps(runs: list[dict[str, Any]], unit: str) -> list[tuple[float, float, float]]:
+    """(achieved rate, p50, p99) per rate step, each the median over the repeats that ran it."""
+    by_rate: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        for step in run["steps"]:
+            if step[f"{unit}_per_s"] > 0:
+                by_rate.setdefault(step["rate"], []).append(step)
+    points = []
+    for steps in by_rate.values():
+        points.append(
+            (
+                statistics.median(s[f"{unit}_per_s"] for s in steps),
+                max(statistics.median(s["latency_ms"]["p50"] for s in steps), 1e-3),
+                max(statistics.median(s["latency_ms"]["p99"] for s in steps), 1e-3),
+            )
+        )
+    return sorted(points)
+
+
 def plot_latency(doc: dict[str, Any], path: str) -> bool:
     """Write the latency plot; False (nothing written) without matplotlib or stepped runs."""
     runs = [r for r in doc.get("runs", []) if r["scenario"] in STEPPED and r.get("steps")]
@@ -323,15 +345,29 @@ def plot_latency(doc: dict[str, Any], path: str) -> bool:
     targets = list(dict.fromkeys(_target_name(r) for r in runs))
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         unit = "events" if scenario == "client-events" else "publishes"
-        for run in (r for r in runs if r["scenario"] == scenario):
-            name = _target_name(run)
+        for name in targets:
+            these = [r for r in runs if r["scenario"] == scenario and _target_name(r) == name]
+            if not these:
+                continue
             color = colors[targets.index(name) % len(colors)]
-            steps = [s for s in run["steps"] if s[f"{unit}_per_s"] > 0]
-            xs = [s[f"{unit}_per_s"] for s in steps]
-            for key, style in (("p50", "--"), ("p99", "-")):
-                ys = [max(s["latency_ms"][key], 1e-3) for s in steps]
-                label = f"{name} {key}" if run.get("repeat", 0) == 0 else None
-                ax.plot(xs, ys, style, marker="o", color=color, label=label, alpha=0.9)
+            points = _median_steps(these, unit)
+            xs = [x for x, _p50, _p99 in points]
+            ax.plot(
+                xs,
+                [p50 for _x, p50, _p99 in points],
+                "--",
+                marker="o",
+                color=color,
+                label=f"{name} p50",
+            )
+            ax.plot(
+                xs,
+                [p99 for _x, _p50, p99 in points],
+                "-",
+                marker="o",
+                color=color,
+                label=f"{name} p99",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"achieved {unit}/s")

@@ -885,8 +885,8 @@ async def rest(ctx: Context) -> dict[str, Any]:
         "steps": [step],
         "summary": {
             "publishes_per_s": step["publishes_per_s"],
-            "p50_ms": summary.p50,
-            "p99_ms": summary.p99,
+            "p50_ms": round(summary.p50, 3),
+            "p99_ms": round(summary.p99, 3),
             "failed": failed,
             "reconnects": reconnects,
             "server_us_per_publish": step["server_us_per_publish"],
@@ -1048,7 +1048,7 @@ async def presence_churn(ctx: Context) -> dict[str, Any]:
         "steps": [step],
         "summary": {
             "joins_per_s": step["joins_per_s"],
-            "join_p99_ms": summary.p99,
+            "join_p99_ms": round(summary.p99, 3),
             "consistent": consistent,
         },
         "errors": sink.errors,
