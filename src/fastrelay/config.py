@@ -86,6 +86,8 @@ class Config:
     encryption_master_key: bytes | None = field(default=None, repr=False)
     shutdown_grace_period: float = 3.0
     write_buffer_high_water: int = 4 * 1024 * 1024
+    max_node_connections: int = -1  # WebSocket connections on this node, all apps (-1 = no cap)
+    http_request_timeout: float = 10.0  # first byte to last of an HTTP request (slowloris)
     webhook_batching: bool = False
     webhook_batching_duration_ms: int = 50
     webhook_grace_period: float = 3.0

@@ -671,6 +671,12 @@ VARIABLES: tuple[Var, ...] = (
             flag="--log-level", metavar="LEVEL"),
     _server("RELAY_LOG_FORMAT", "log_format", _log_format, "text, or json (one object per line)",
             flag="--log-format", metavar="FORMAT"),
+    _server("RELAY_MAX_NODE_CONNECTIONS", "max_node_connections", _UNLIMITED,
+            "WebSocket connections on this node, all apps together (4100 above)",
+            also=("RELAY_MAX_CONNECTIONS",)),
+    _server("RELAY_HTTP_REQUEST_TIMEOUT", "http_request_timeout", _float(0.0, strict=True),
+            "an HTTP request must arrive whole within this, from its first byte (408 after)",
+            unit="s"),
     # Limits: the defaults of every app's own limit
     _limit("RELAY_MAX_EVENT_DATA_KB", "max_event_payload_kb", _KB,
            "largest event data (HTTP API and client events)",

@@ -22,6 +22,7 @@ import orjson
 
 from ..config import App
 from ..errors import RestError
+from ..wire.codec import nested_too_deep
 from .channels import channel_kind, validate_channel_name
 from .signing import sign, string_to_sign, verify_request, verify_token
 
@@ -266,7 +267,8 @@ def _auth_fields(body: bytes, content_type: str | None) -> dict[str, Any]:
         if media == "application/json" or media.endswith("+json"):
             raise RestError(400, _BAD_BODY) from None
         return _form_fields(body)
-    if not isinstance(value, dict):
+    # Too deep to write back out (codec.MAX_JSON_DEPTH): refused like any unreadable body.
+    if not isinstance(value, dict) or nested_too_deep(value, body):
         raise RestError(400, _BAD_BODY)
     return value
 
@@ -319,6 +321,8 @@ def _json_text(value: Any, field: str) -> tuple[str, dict[str, Any]]:
             parsed = orjson.loads(value)
         except orjson.JSONDecodeError:
             raise problem from None
+        if nested_too_deep(parsed, value):
+            raise problem
         text = value
     elif isinstance(value, dict):
         parsed = value

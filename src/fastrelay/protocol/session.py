@@ -174,7 +174,8 @@ class Session:
             data = orjson.loads(channel_data)
         except orjson.JSONDecodeError:
             raise invalid from None
-        if not isinstance(data, dict):
+        # Too deep to write back out in presence hashes and member events.
+        if not isinstance(data, dict) or codec.nested_too_deep(data, channel_data):
             raise invalid
         user_id = data.get("user_id")
         if isinstance(user_id, bool) or not isinstance(user_id, (str, int, float)):
@@ -271,7 +272,8 @@ class Session:
             user = orjson.loads(message.user_data)
         except orjson.JSONDecodeError:
             raise Unauthorized() from None
-        if not isinstance(user, dict):
+        # Too deep: str() of a watchlist entry could hit Python's recursion limit.
+        if not isinstance(user, dict) or codec.nested_too_deep(user, message.user_data):
             raise Unauthorized()
         user_id = user.get("id")
         if isinstance(user_id, (int, float)) and not isinstance(user_id, bool):

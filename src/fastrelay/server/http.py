@@ -4,6 +4,13 @@ Keep-alive and pipelining: requests are answered in the order they arrived; a ha
 return an awaitable, and requests behind it wait. A request body over the limit gets 413 and
 the connection closes; a malformed request gets 400 and closes. Closing never resets a peer
 that is still sending (see :meth:`HttpConnection._shutdown`).
+
+Hostile clients: a request head (request line and headers) over MAX_HEAD_BYTES gets 431, as
+do more than MAX_HEADERS headers; a request must arrive whole within ``request_timeout``
+seconds of its first byte (a new connection: of connecting), else 408 (or, with nothing sent
+yet, a silent close), so a client trickling bytes (slowloris) holds a connection only that
+long. An idle keep-alive connection between requests is not timed. A client that does not
+read its answers stops being read (``pause_writing``), so pipelining cannot pile them up.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ __all__ = ["HttpConnection"]
 log = logging.getLogger("fastrelay.http")
 
 MAX_HEADERS = 100
+MAX_HEAD_BYTES = 65536  # request line + headers; httptools itself buffers them without a limit
+REQUEST_TIMEOUT = 10.0  # Config.http_request_timeout's default
 MAX_PIPELINED = 64  # requests queued behind a slow one before reading pauses
 LINGER_SECONDS = 5.0  # how long a closing connection keeps reading (and dropping) input
 
@@ -45,6 +54,7 @@ class HttpConnection(asyncio.Protocol):
         is_websocket_path: Callable[[str], bool],
         upgrade: UpgradeHandler,
         on_response: ResponseHook | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._router = router
         self._on_response = on_response
@@ -61,6 +71,13 @@ class HttpConnection(asyncio.Protocol):
         self._pending_upgrade: Request | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._task: asyncio.Future[None] | None = None  # the awaitable handler running
+        self._request_timeout = request_timeout
+        self._deadline: asyncio.TimerHandle | None = None  # for the request being received
+        self._in_request = False  # between a request's first byte and its end
+        self._in_head = False  # ...and before the end of its headers
+        self._head_began_now = False  # the head started in the chunk being parsed
+        self._head_bytes = 0  # bytes of the head received after its first chunk
+        self._write_paused = False  # the client is not reading its answers
         self._reset()
 
     def _reset(self) -> None:
@@ -77,12 +94,20 @@ class HttpConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self._arm_deadline()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self._head_began_now = False
         try:
             self._parser.feed_data(data)
+            if self._in_head and not self._head_began_now:
+                # The whole chunk belongs to an unfinished head; a head's first chunk is not
+                # counted, which bounds the buffered head at MAX_HEAD_BYTES plus one read.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._fail(431, "Request header fields too large")
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self._start_upgrade(data[offset:])
@@ -102,11 +127,52 @@ class HttpConnection(asyncio.Protocol):
         self._queue.clear()
         if self._linger is not None:
             self._linger.cancel()
+        self._cancel_deadline()
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: read no more requests until it does.
+        self._write_paused = True
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._drain()  # resumes reading unless queued requests or a handler still hold it
+
+    # -- request deadline (slowloris) --------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        if self._deadline is None:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.call_later(self._request_timeout, self._deadline_passed)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self._closing or self._transport is None:
+            return
+        if self._busy or self._queue or self._write_paused:
+            self._arm_deadline()  # reading is held up on our side: not the client's delay
+            return
+        if not self._in_request:
+            # Connected and sent nothing: no request to answer, so no 408 to misread later.
+            self._closing = True
+            self._transport.close()
+            return
+        log.info("request from %s incomplete after %gs", self._remote, self._request_timeout)
+        self._fail(408, "Request timeout")
 
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._reset()
+        self._in_request = self._in_head = self._head_began_now = True
+        self._head_bytes = 0
+        self._arm_deadline()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -121,6 +187,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         # A declared length over the limit is refused now, not after reading the body.
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_body:
@@ -138,6 +205,8 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_request = False
+        self._cancel_deadline()
         url = httptools.parse_url(self._url)
         request = Request(
             method=self._parser.get_method().decode("ascii", "replace"),
@@ -172,7 +241,7 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is not None and not self._closing:
             if len(self._queue) > MAX_PIPELINED:
                 self._transport.pause_reading()
-            elif not self._busy:
+            elif not self._busy and not self._write_paused:
                 self._transport.resume_reading()
 
     async def _finish(
@@ -232,6 +301,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         self._closing = True
+        self._cancel_deadline()
         if not transport.can_write_eof():
             transport.close()
             return

@@ -165,6 +165,7 @@ class Node:
             is_websocket_path=self.gateway.is_websocket_path,
             upgrade=self.gateway.upgrade,
             on_response=self._http_answered,
+            request_timeout=self.config.http_request_timeout,
         )
 
     async def start(self) -> None:

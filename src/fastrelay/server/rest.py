@@ -1,12 +1,22 @@
 """The HTTP API handlers (HTTP_API.md §3, RELAY_EXTRAS.md §2–§3, §6).
 
 Order of checks for app routes: route → app exists (404) → app enabled (403) → signature (401)
-→ body validation (400/413) → action. Every failure is a :class:`RestError` turned into
-``{"error", "code"}`` with the right status in one place (:meth:`RestApi.guard`).
+→ rate limit (429) → body validation (400/413) → action. Every failure is a :class:`RestError`
+turned into ``{"error", "code"}`` with the right status in one place (:meth:`RestApi.guard`).
+
+Rate limits (HTTP_API.md §3.9, soketi's semantics, per app on this node): every signed GET costs
+one point of ``max_read_req_per_sec``; a publish costs one point of ``max_backend_events_per_sec``
+per channel of each event (the raw ``channels`` array length, else 1 for ``channel``), summed over
+a batch. The points are counted from the parsed body *before* it is validated, so the limit is
+checked in its place in the order above: a body that is not JSON costs 1 point and, if the limit
+lets it through, gets its 400 next. Requests the limit lets through (including those that then
+fail validation) carry ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``Retry-After``; a
+refused one gets ``429 {"error":"Too many requests.","code":429}`` with the same three headers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -26,7 +36,8 @@ from ..history import HistoryStore, parse_history_query
 from ..hub.hub import Hub
 from ..protocol import auth
 from ..protocol.channels import USER_CHANNEL_PREFIX, channel_kind, validate_channel_name
-from ..wire.codec import json_dumps
+from ..wire.codec import json_dumps, nested_too_deep
+from .ratelimit import RateLimiter
 from .routes import Request, Response, Router, error_response, json_response
 
 __all__ = ["RestApi"]
@@ -34,6 +45,8 @@ __all__ = ["RestApi"]
 _SOCKET_ID = re.compile(r"\d+\.\d+")
 _USER_ID = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 _OK_TEXT = Response(200, b"OK", "text/plain")
+_READ, _BACKEND = "read", "backend"  # the two rate-limited budgets of an app
+_Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +65,48 @@ def _json_object(body: bytes) -> dict[str, Any]:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise RestError(400, "The received data is incorrect") from None
-    if not isinstance(value, dict):
+    # Too deep to write back out (codec.MAX_JSON_DEPTH): refused like any unreadable body.
+    if not isinstance(value, dict) or nested_too_deep(value, body):
         raise RestError(400, "The received data is incorrect")
     return value
+
+
+def _one_point(request: Request) -> int:
+    return 1
+
+
+def _publish_points(items: Any) -> int:
+    """soketi's count for events: channels per event, at least 1 each; 1 for a non-list."""
+    if not isinstance(items, list):
+        return 1
+    total = 0
+    for item in items:
+        channels = item.get("channels") if isinstance(item, dict) else None
+        total += len(channels) if isinstance(channels, list) and channels else 1
+    return max(1, total)
+
+
+def _body_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _event_points(request: Request) -> int:
+    return _publish_points([_body_or_none(request.body)])
+
+
+def _batch_points(request: Request) -> int:
+    body = _body_or_none(request.body)
+    return _publish_points(body.get("batch") if isinstance(body, dict) else None)
+
+
+def _with_headers(response: Response, headers: _Headers) -> Response:
+    if not headers:
+        return response
+    # A copy: handlers may hand out shared Response constants.
+    return dataclasses.replace(response, headers=response.headers + headers)
 
 
 def _info(value: Any) -> frozenset[str]:
@@ -88,6 +140,7 @@ class RestApi:
         event_log: EventLog,
         history: HistoryStore | None = None,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._apps = apps
@@ -96,10 +149,15 @@ class RestApi:
         self._event_log = event_log
         self._history = history
         self._now = wall_clock
+        self._limiter = RateLimiter(monotonic)
 
     def router(self) -> Router:
         prefix = self._config.path_prefix.rstrip("/")
         router = Router()
+        read = (_READ, _one_point)
+        event = (_BACKEND, _event_points)
+        batch = (_BACKEND, _batch_points)
+        user_event = (_BACKEND, _one_point)  # one channel: one point
         routes: list[tuple[str, str, Callable[[Request], Response]]] = [
             ("GET", "/", self.root),
             ("GET", "/health", self.health),
@@ -107,23 +165,31 @@ class RestApi:
             ("GET", "/up", self.up),
             ("GET", "/stats", self.stats),
             ("GET", "/accept-traffic", self.accept_traffic),
-            ("POST", "/apps/{app_id}/events", self.guard(self.trigger)),
-            ("POST", "/apps/{app_id}/batch_events", self.guard(self.trigger_batch)),
-            ("POST", "/apps/{app_id}/events/batch", self.guard(self.trigger_batch)),
-            ("GET", "/apps/{app_id}/channels", self.guard(self.list_channels)),
-            ("GET", "/apps/{app_id}/channels/{channel}", self.guard(self.channel_info)),
-            ("GET", "/apps/{app_id}/channels/{channel}/users", self.guard(self.channel_users)),
-            ("GET", "/apps/{app_id}/channels/{channel}/events", self.guard(self.history)),
+            ("POST", "/apps/{app_id}/events", self.guard(self.trigger, event)),
+            ("POST", "/apps/{app_id}/batch_events", self.guard(self.trigger_batch, batch)),
+            ("POST", "/apps/{app_id}/events/batch", self.guard(self.trigger_batch, batch)),
+            ("GET", "/apps/{app_id}/channels", self.guard(self.list_channels, read)),
+            ("GET", "/apps/{app_id}/channels/{channel}", self.guard(self.channel_info, read)),
+            (
+                "GET",
+                "/apps/{app_id}/channels/{channel}/users",
+                self.guard(self.channel_users, read),
+            ),
+            ("GET", "/apps/{app_id}/channels/{channel}/events", self.guard(self.history, read)),
             (
                 "POST",
                 "/apps/{app_id}/users/{user_id}/terminate_connections",
                 self.guard(self.terminate),
             ),
             ("POST", "/users/{user_id}/terminate_connections", self.guard(self.terminate)),
-            ("POST", "/apps/{app_id}/users/{user_id}/events", self.guard(self.send_to_user)),
+            (
+                "POST",
+                "/apps/{app_id}/users/{user_id}/events",
+                self.guard(self.send_to_user, user_event),
+            ),
             ("POST", "/apps/{app_id}/auth", self.guard(self.authorize)),
-            ("GET", "/apps/{app_id}/connections", self.guard(self.connections)),
-            ("GET", "/apps/{app_id}/events/log", self.guard(self.event_log)),
+            ("GET", "/apps/{app_id}/connections", self.guard(self.connections, read)),
+            ("GET", "/apps/{app_id}/events/log", self.guard(self.event_log, read)),
         ]
         for method, pattern, handler in routes:
             router.add(method, prefix + pattern, handler)
@@ -131,17 +197,25 @@ class RestApi:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def guard(self, handler: Callable[[Request, App], Response]) -> Callable[[Request], Response]:
-        """Find and authenticate the app, run the handler, turn RestError into a response."""
+    def guard(
+        self,
+        handler: Callable[[Request, App], Response],
+        cost: tuple[str, Callable[[Request], int]] | None = None,
+    ) -> Callable[[Request], Response]:
+        """Find and authenticate the app, charge its rate limit (``cost``: which budget, and
+        the request's points), run the handler, turn RestError into a response."""
 
         def run(request: Request) -> Response:
             try:
                 app = self._find_app(request)
             except RestError as exc:
                 return error_response(exc.status, exc.message, tuple(exc.headers.items()))
+            rate: _Headers = ()
             try:
                 self._authenticate(request, app)
-                return handler(request, app)
+                if cost is not None:
+                    rate = self._rate_limit(request, app, *cost)
+                response = handler(request, app)
             except RestError as exc:
                 self._record(
                     app,
@@ -150,9 +224,26 @@ class RestApi:
                     status=exc.status,
                     message=exc.message,
                 )
-                return error_response(exc.status, exc.message, tuple(exc.headers.items()))
+                return error_response(exc.status, exc.message, tuple(exc.headers.items()) + rate)
+            return _with_headers(response, rate)
 
         return run
+
+    def _rate_limit(
+        self, request: Request, app: App, budget: str, points: Callable[[Request], int]
+    ) -> _Headers:
+        """Charge ``points(request)`` to the app's ``budget``; the headers for the response.
+
+        Raises:
+            RestError: 429 when the points do not fit in this second's window.
+        """
+        limit = app.max_read_req_per_sec if budget == _READ else app.max_backend_events_per_sec
+        if limit < 0:
+            return ()
+        decision = self._limiter.consume((app.id, budget), points(request), limit)
+        if not decision.allowed:
+            raise RestError(429, "Too many requests.", dict(decision.headers()))
+        return decision.headers()
 
     def _record(self, app: App, type_: str, **fields: Any) -> None:
         self._event_log.record(app.id, type_, int(self._now() * 1000), **fields)
@@ -264,7 +355,7 @@ class RestApi:
             raise RestError(400, "The data field is required")
         data = item["data"]
         if not isinstance(data, str):
-            data = json_dumps(data).decode()
+            data = json_dumps(data).decode()  # nesting bounded by _json_object: cannot raise
         if len(data.encode()) > app.max_event_payload_bytes:
             raise RestError(
                 413, f"The event data should be less than {app.max_event_payload_kb:g} KB."

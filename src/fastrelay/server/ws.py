@@ -54,6 +54,13 @@ __all__ = ["Gateway", "WebSocketConnection"]
 log = logging.getLogger("fastrelay.ws")
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame before dropping TCP
+# Backpressure (config.write_buffer_high_water = H): a connection whose send buffer passes H is
+# too slow to keep up; it leaves the hub (its Outlet refuses every later frame), gets 4100 and
+# a close frame, and its TCP is aborted if that close is not flushed within SLOW_CLIENT_GRACE.
+# Reading from a connection pauses while its send buffer is over H/2 and resumes under H/8.
+SLOW_CLIENT_CODE = 4100  # Pusher's back-off-then-reconnect range: pusher-js waits >= 1 s
+SLOW_CLIENT_MESSAGE = "Client is too slow: outgoing buffer over the limit"
+SLOW_CLIENT_GRACE = 1.0
 SOCKET_ID_MAX = 10**10  # socket_id parts: 1–10 digits, no leading zeros (PROTOCOL.md §1.3)
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
@@ -138,6 +145,8 @@ class Gateway:
             raise AppDisabled()
         if not _origin_allowed(app.allowed_origins, request.headers.get("origin")):
             raise Unauthorized("Origin not allowed")
+        if 0 <= self.config.max_node_connections <= len(self.connections):
+            raise OverCapacity("The server has reached its maximum number of connections.")
         if 0 <= app.max_connections <= self.hub.connection_count(app.id):
             raise OverCapacity()
         return app
@@ -265,12 +274,10 @@ class WebSocketConnection(asyncio.Protocol):
         self.socket_id = gateway.new_socket_id()
         self._counters = counters = gateway.metrics.for_app(app.id)
         counters.new_connections += 1
-        outlet = Outlet(
-            self.socket_id,
-            self._transport,
-            gateway.config.write_buffer_high_water,
-            self._overflowed,
-        )
+        high_water = gateway.config.write_buffer_high_water
+        outlet = Outlet(self.socket_id, self._transport, high_water, self._overflowed)
+        # pause_writing() above H/2, resume_writing() under H/8 (see SLOW_CLIENT_GRACE).
+        self._transport.set_write_buffer_limits(high=max(1, high_water // 2), low=high_water // 8)
         self._client = CountingClient(
             app, self.socket_id, outlet, self.close_with_error, counters=counters
         )
@@ -371,6 +378,10 @@ class WebSocketConnection(asyncio.Protocol):
         self._leave()
         self._state = _CLOSED
         self._transport.close()
+        if self._close_timer is None and self._transport.get_write_buffer_size():
+            # close() waits for the send buffer to drain: a peer that reads no more would
+            # hold this connection forever.
+            self._close_timer = self._gateway.loop.call_later(CLOSE_TIMEOUT, self._drop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
@@ -382,15 +393,21 @@ class WebSocketConnection(asyncio.Protocol):
         self._gateway.closed(self)
 
     def pause_writing(self) -> None:
-        pass
+        # Our replies to this client pile up (buffer over H/2): take no more work from it.
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        pass
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
 
     # -- closing -----------------------------------------------------------------------------
 
-    def close_with_error(self, code: int | None, message: str) -> None:
-        """Send ``pusher:error`` then a close frame with the same code (PROTOCOL.md §1.2)."""
+    def close_with_error(
+        self, code: int | None, message: str, *, grace: float = CLOSE_TIMEOUT
+    ) -> None:
+        """Send ``pusher:error`` then a close frame with the same code (PROTOCOL.md §1.2);
+        TCP is dropped if the peer has not answered the close within ``grace`` seconds."""
         if self._state != _OPEN:
             return
         self._write(encode_frame(OP_TEXT, codec.encode_error(code, message)))
@@ -398,9 +415,9 @@ class WebSocketConnection(asyncio.Protocol):
             self._gateway.hub.record(
                 self._client.app, "error_sent", socket_id=self.socket_id, code=code, message=message
             )
-        self._close(code or 4000, message)
+        self._close(code or 4000, message, grace)
 
-    def _close(self, code: int, reason: str) -> None:
+    def _close(self, code: int, reason: str, grace: float = CLOSE_TIMEOUT) -> None:
         """Start the closing handshake: leave the hub now, drop TCP if the peer stays silent."""
         if self._state != _OPEN:
             return
@@ -408,7 +425,18 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_code, self._close_reason = code, reason
         self._leave()
         self._write(encode_close(code, reason))
-        self._close_timer = self._gateway.loop.call_later(CLOSE_TIMEOUT, self._transport.close)
+        self._close_timer = self._gateway.loop.call_later(grace, self._drop)
+
+    def _drop(self) -> None:
+        """The close did not complete in time: drop TCP, at once if output is still queued."""
+        self._close_timer = None
+        unsent = self._transport.get_write_buffer_size()
+        if unsent:
+            # close() would wait for a peer that does not read; abort frees the buffer now.
+            log.info("aborting %s: %d bytes not flushed", self.socket_id or "-", unsent)
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     def abort(self) -> None:
         self._state = _CLOSED
@@ -436,9 +464,20 @@ class WebSocketConnection(asyncio.Protocol):
         self._gateway.forget(self)
 
     def _overflowed(self) -> None:
-        # Called from inside a fan-out loop: defer, and drop a client that cannot keep up.
-        log.warning("dropping %s: write buffer over the high-water mark", self.socket_id)
-        self._gateway.loop.call_soon(self.abort)
+        # Called from inside a fan-out loop, after the Outlet closed itself: only schedule.
+        self._gateway.loop.call_soon(self._too_slow)
+
+    def _too_slow(self) -> None:
+        """The client cannot keep up (send buffer over the high-water mark): cut it off."""
+        if self._state != _OPEN:
+            return
+        log.warning(
+            "closing %s: too slow, %d bytes buffered (%d)",
+            self.socket_id,
+            self._transport.get_write_buffer_size(),
+            SLOW_CLIENT_CODE,
+        )
+        self.close_with_error(SLOW_CLIENT_CODE, SLOW_CLIENT_MESSAGE, grace=SLOW_CLIENT_GRACE)
 
     def _write(self, frame: bytes) -> None:
         if not self._transport.is_closing():

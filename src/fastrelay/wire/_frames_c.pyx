@@ -149,6 +149,7 @@ cdef class FrameParser:
     # Received, not yet consumed; only ever a partial frame between feed calls.
     cdef bytearray _buf
     cdef object _error
+    cdef bint _closed  # a Close frame was delivered: the rest of the stream is dropped
     # The frame whose header has been read (valid while _f_active).
     cdef bint _f_active
     cdef bint _f_fin
@@ -178,6 +179,8 @@ cdef class FrameParser:
         cdef list out = []
         if self._error is not None:
             raise self._error.with_traceback(None)
+        if self._closed:
+            return []
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             have = PyByteArray_GET_SIZE(self._buf)
@@ -228,6 +231,9 @@ cdef class FrameParser:
                 if opcode == _TEXT:
                     _check_utf8(payload)
                 out.append((opcode, payload))
+                if opcode == _CLOSE:
+                    self._closed = True
+                    return n  # consumed: nothing after a Close is parsed
                 continue
             # A fragment: unmask it onto the end of the message buffer.
             if opcode != _CONT:
@@ -298,12 +304,16 @@ cdef class FrameParser:
             return 0
         if length == 126:
             length = (<uint64_t>p[2] << 8) | p[3]
+            if length < 126:
+                raise WebSocketError(1002, "Payload length not in its shortest form")
         elif length == 127:
             length = 0
             for i in range(2, 10):
                 length = (length << 8) | p[i]
             if length >> 63:
                 raise WebSocketError(1002, "Payload length with the most significant bit set")
+            if length < 0x10000:
+                raise WebSocketError(1002, "Payload length not in its shortest form")
         if opcode < _CLOSE:
             total = length
             if opcode == _CONT:

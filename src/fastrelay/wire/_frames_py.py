@@ -63,10 +63,13 @@ class FrameParser:
     message that is not UTF-8) or :class:`~fastrelay.errors.PayloadTooBig` (1009); after that the
     parser is dead and every later :meth:`feed` raises the same error. Messages completed earlier
     in the chunk that held the violation are dropped with it: the connection is failing anyway.
+    A Close frame ends the stream: whatever follows it is dropped unparsed (RFC 6455 §5.5.1:
+    nothing may follow a Close; wsproto stops there too), so a peer's close is always seen.
     """
 
     __slots__ = (
         "_buf",
+        "_closed",
         "_error",
         "_f_fin",
         "_f_len",
@@ -87,6 +90,7 @@ class FrameParser:
         self._require_mask = bool(require_mask)
         self._buf = bytearray()  # received, not yet consumed (compacted after every feed)
         self._error: WebSocketError | None = None
+        self._closed = False  # a Close frame was delivered
         # The frame whose header has been read; _f_len < 0 while waiting for a header.
         self._f_len = -1
         self._f_fin = False
@@ -101,6 +105,8 @@ class FrameParser:
         """Consume ``data`` (any chunking) and return every message it completed, in order."""
         if self._error is not None:
             raise self._error.with_traceback(None)
+        if self._closed:
+            return []
         buf = self._buf
         buf += data
         out: list[tuple[int, bytes]] = []
@@ -122,6 +128,9 @@ class FrameParser:
                 pos = end
                 self._f_len = -1
                 self._deliver(payload, out)
+                if self._closed:
+                    pos = len(buf)
+                    break
         except WebSocketError as exc:
             self._error = exc
             raise
@@ -175,10 +184,15 @@ class FrameParser:
             return 0
         if length == 126:
             (length,) = _UNPACK_16(buf, pos + 2)
+            if length < 126:
+                raise self._fail("Payload length not in its shortest form")
         elif length == 127:
             (length,) = _UNPACK_64(buf, pos + 2)
             if length >> 63:
                 raise self._fail("Payload length with the most significant bit set")
+            if length < 0x10000:
+                # RFC 6455 §5.2: "the minimal number of bytes MUST be used" (wsproto agrees).
+                raise self._fail("Payload length not in its shortest form")
         if opcode < OP_CLOSE:
             total = length + len(self._m_buf) if opcode == OP_CONT else length
             if total > self._max_size:
@@ -194,6 +208,7 @@ class FrameParser:
         opcode = self._f_opcode
         if opcode >= OP_CLOSE:
             out.append((opcode, payload))
+            self._closed = opcode == OP_CLOSE
             return
         if opcode != OP_CONT:
             if self._f_fin:

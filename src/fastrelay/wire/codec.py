@@ -13,6 +13,7 @@ from typing import Any, Final
 import orjson
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "PONG",
     "ClientEvent",
     "Invalid",
@@ -38,6 +39,7 @@ __all__ = [
     "encode_watchlist_events",
     "json_dumps",
     "json_loads",
+    "nested_too_deep",
 ]
 
 EVENT_PING: Final = "pusher:ping"
@@ -58,6 +60,36 @@ EVENT_WATCHLIST: Final = "pusher_internal:watchlist_events"
 CLIENT_EVENT_PREFIX: Final = "client-"
 
 json_loads = orjson.loads
+
+MAX_JSON_DEPTH: Final = 128
+"""Deepest nesting of arrays and objects accepted from clients and backends.
+
+orjson reads up to 1024 levels but writes at most 254, and fastrelay writes what it accepts back
+out inside wrappers (client-event envelopes, presence hashes, history pages, webhooks). Without
+a bound a valid message could make an encoder raise; 128 leaves room for every wrapper.
+"""
+
+
+def nested_too_deep(value: Any, text: bytes | str) -> bool:
+    """Whether ``value``, parsed from the JSON ``text``, nests deeper than MAX_JSON_DEPTH."""
+    # Nesting N deep takes N opening brackets, so most texts are cleared by a C-speed count.
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets <= MAX_JSON_DEPTH:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def json_dumps(value: Any) -> bytes:
@@ -147,6 +179,8 @@ def decode_client_message(payload: bytes | str) -> Message:
     except orjson.JSONDecodeError:
         return _INVALID_FORMAT
     if not isinstance(obj, dict):
+        return _INVALID_FORMAT
+    if nested_too_deep(obj, payload):
         return _INVALID_FORMAT
     event = obj.get("event")
     if not isinstance(event, str):
