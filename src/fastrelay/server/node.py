@@ -199,6 +199,12 @@ class Node:
         )
         for app in self.config.apps:
             log.info("app id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
+        if config.redis_url:
+            # Never a silent split brain: say plainly that nodes do not share state yet.
+            log.warning(
+                "a Redis URL is configured, but this version runs as a single node: scaling "
+                "out over Redis is not implemented yet, so each node sees only its own clients"
+            )
         scheme = "https" if self.ssl_context is not None else "http"
         # Keep HOST:PORT at the end: scripts and the test harness read the port from this line.
         log.info("fastrelay listening on %s://%s:%d", scheme, self.config.host, self.port)
@@ -222,13 +228,13 @@ class Node:
         self.draining = True
         if self._server is not None:
             self._server.close()
-        started = self.loop.time()
         grace = self.config.shutdown_grace_period
-        await self.gateway.close_all(grace)
+        # The disconnect paths run inside begin_close, so their webhooks are already queued:
+        # they flush while the clients finish closing, each within the whole grace period.
+        self.gateway.begin_close()
+        await asyncio.gather(self.gateway.wait_closed(grace), self.webhooks.close(grace))
         if self._server is not None:
             await self._server.wait_closed()
-        # Webhooks fired by the disconnects above get what is left of the grace period.
-        await self.webhooks.close(max(0.0, grace - (self.loop.time() - started)))
         if self.metrics_server is not None:
             await self.metrics_server.stop()
 

@@ -179,11 +179,19 @@ class Gateway:
 
     async def close_all(self, timeout: float) -> None:
         """Refuse new connections, send 4200 to everyone, wait for them to go."""
+        self.begin_close()
+        await self.wait_closed(timeout)
+
+    def begin_close(self) -> None:
+        """Refuse new connections and send 4200 to everyone; their disconnect paths run now."""
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self._open):
             connection.close_with_error(ReconnectNow.code, ReconnectNow.message)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for every connection's TCP stream to end, then abort the rest."""
         # Wait for the close handshakes (each one drops TCP after CLOSE_TIMEOUT at the latest),
         # not just for the hub to forget them: exiting earlier cuts clients off mid-close.
         if self._open:
@@ -339,7 +347,10 @@ class WebSocketConnection(asyncio.Protocol):
                 exc.reason,
                 exc.close_code,
             )
+            # Fail the connection (RFC 6455 §7.1.7): the stream can no longer be parsed, so
+            # the peer's close reply could not be read anyway; drop TCP once the frame is out.
             self._close(exc.close_code, exc.reason)
+            self._transport.close()
             return
         self.last_seen = self._gateway.loop.time()
         self._ping_sent_at = None
