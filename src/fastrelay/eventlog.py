@@ -40,7 +40,6 @@ bytes. :meth:`EventLog.record` refuses the field names in :data:`FORBIDDEN_FIELD
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from itertools import islice
@@ -48,6 +47,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import RestError
+from .protocol.auth import query_integer
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -112,7 +112,6 @@ raises :class:`ValueError` for them."""
 RESERVED_FIELDS = frozenset({"id", "time_ms", "type"})
 """Set by the log itself; passing them as extra fields is a programming error."""
 
-_INTEGER = re.compile(r"-?[0-9]+")
 _FILTERS = ("channel", "socket_id", "user_id")
 _SIGNATURE_ERROR = "Invalid signature"
 
@@ -140,18 +139,6 @@ class _AppLog:
     def __init__(self, size: int) -> None:
         self.entries: deque[dict[str, Any]] = deque(maxlen=size)
         self.last_id = 0
-
-
-def _integer(params: Mapping[str, str], name: str) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if _INTEGER.fullmatch(value):
-        try:
-            return int(value)
-        except ValueError:  # more digits than int() accepts
-            pass
-    raise RestError(400, f"{name} must be an integer")
 
 
 def _to_json(entry: dict[str, Any]) -> dict[str, Any]:
@@ -229,13 +216,13 @@ class EventLog:
         """
         if not self._enabled:
             raise RestError(404, "Event log is disabled")
-        limit = _integer(params, "limit")
+        limit = query_integer(params, "limit")
         if limit is None:
             limit = DEFAULT_LIMIT
         elif limit < 1:
             raise RestError(400, "limit must be an integer of at least 1")
         limit = min(limit, MAX_LIMIT)
-        after = _integer(params, "after")
+        after = query_integer(params, "after")
         types = frozenset(filter(None, (t.strip() for t in params.get("type", "").split(","))))
         exact = {name: params[name] for name in _FILTERS if params.get(name)}
 

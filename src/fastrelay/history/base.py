@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import abc
 import bisect
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RestError
+from ..protocol.auth import query_integer
 from ..protocol.channels import USER_CHANNEL_PREFIX
 
 __all__ = [
@@ -35,8 +35,6 @@ MAX_LIMIT = 100
 
 SOURCES = frozenset({"api", "client"})
 """The values of :attr:`HistoryRecord.source` (§4.1)."""
-
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +92,6 @@ def should_record(channel: str, event: str, source: str, *, client_events: bool)
     return source == "api" or client_events
 
 
-def _integer(params: Mapping[str, str], name: str) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if _INTEGER.fullmatch(value):
-        try:
-            return int(value)
-        except ValueError:  # more digits than int() accepts
-            pass
-    raise RestError(400, f"{name} must be an integer")
-
-
 def parse_history_query(params: Mapping[str, str]) -> tuple[int, int | None, int | None]:
     """``(limit, before, after)`` from the decoded query parameters (§4.3).
 
@@ -114,12 +100,12 @@ def parse_history_query(params: Mapping[str, str]) -> tuple[int, int | None, int
     are integers too and simply select nothing or everything); anything else, including an empty
     value, raises ``RestError(400)``. Integers are ASCII digits with an optional leading ``-``.
     """
-    limit = _integer(params, "limit")
+    limit = query_integer(params, "limit")
     if limit is None:
         limit = DEFAULT_LIMIT
     elif limit < 1:
         raise RestError(400, "limit must be an integer of at least 1")
-    return min(limit, MAX_LIMIT), _integer(params, "before"), _integer(params, "after")
+    return min(limit, MAX_LIMIT), query_integer(params, "before"), query_integer(params, "after")
 
 
 def _record_id(record: HistoryRecord) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
@@ -32,6 +33,7 @@ __all__ = [
     "channel_auth_message",
     "channel_token",
     "parse_query",
+    "query_integer",
     "shared_secret",
     "user_auth_message",
     "verify_channel_auth",
@@ -45,12 +47,26 @@ _EMPTY_BODY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 # Bounded so int() never sees a huge string; SDKs send 10 digits.
 _TIMESTAMP = re.compile(r"-?[0-9]{1,30}")
 _SOCKET_ID = re.compile(r"[0-9]+\.[0-9]+")
+_INTEGER = re.compile(r"-?[0-9]+")
 _MAX_USER_ID_LENGTH = 128
 _FORM = "application/x-www-form-urlencoded"
 _BAD_BODY = "The received data is incorrect"
 
 
 # -- signed HTTP requests (HTTP_API.md §2) --------------------------------------------------------
+
+
+def query_integer(params: Mapping[str, str], name: str) -> int | None:
+    """An optional integer query parameter (``limit``, ``before``, ``after``…); else 400."""
+    value = params.get(name)
+    if value is None:
+        return None
+    if _INTEGER.fullmatch(value):
+        try:
+            return int(value)
+        except ValueError:  # more digits than int() accepts
+            pass
+    raise RestError(400, f"{name} must be an integer")
 
 
 def parse_query(raw_query: str, plus_as_space: bool = False) -> dict[str, str]:
