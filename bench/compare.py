@@ -1,7 +1,7 @@
 """fastrelay against Soketi 1.6.1: the comparison whose results are committed in bench/results/.
 
     pip install -e '.[bench]'      # fastrelay with its compiled hot path, and matplotlib
-    python bench/compare.py        # about 4 minutes on 2 cores; needs npm for the Soketi install
+    python bench/compare.py --repeat 3   # about 5 minutes on 2 cores; npm installs Soketi
 
 It runs ``fastrelay bench compare`` with the arguments below (extra arguments are appended, so
 ``python bench/compare.py --repeat 3`` takes medians of three runs) and writes results.json,
