@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastrelay bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SCENARIO")
     for name, func in SCENARIOS.items():
-        doc = (func.__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join((func.__doc__ or "").strip().split("\n\n")[0].replace("``", "").split())
         p = sub.add_parser(name, help=" ".join(doc.split()), description=doc)
         p.add_argument(
             "--target",

@@ -46,6 +46,7 @@ HEADLINES: dict[str, list[tuple[str, str, bool]]] = {
         ("deliveries_per_s", "deliveries/s (best loss-free step)", True),
         ("p99_ms_low_rate", "p99 ms at the lowest rate", False),
         ("p99_ms_max_rate", "p99 ms at the max rate", False),
+        ("server_us_per_delivery_max_rate", "server CPU µs per delivery at the max rate", False),
     ],
     "client-events": [
         ("max_events_per_s", "client events/s (best loss-free step)", True),

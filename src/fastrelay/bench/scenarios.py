@@ -614,7 +614,7 @@ def _headline(steps: list[dict[str, Any]], unit: str) -> dict[str, Any]:
 
 
 async def fanout(ctx: Context) -> dict[str, Any]:
-    """S subscribers on one public channel; REST publishes stepped through ``--rates``."""
+    """``--subscribers`` on one public channel; REST publishes stepped through ``--rates``."""
     opts = ctx.options
     sink = DeliverySink()
     channel = "bench-fanout"
