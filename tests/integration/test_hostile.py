@@ -183,7 +183,10 @@ async def test_huge_numbers_in_data_are_serialized(
     conn = await HttpConn.open(hostile)
     body = b'{"name":"big","channel":"bystander","data":{"n":123456789012345678901234567890}}'
     assert (await api_call(conn, hostile, "POST", EVENTS, body))[::2] == (200, {})
-    assert (await bystander.expect("big"))["data"] == '{"n":1.2345678901234568e+29}'
+    # orjson versions spell the exponent differently ("e+29", "e29"): compare the value.
+    data = (await bystander.expect("big"))["data"]
+    assert isinstance(data, str)
+    assert json.loads(data) == {"n": 1.2345678901234568e29}
     # Nesting up to the bound is fine.
     body = f'{{"name":"nest","channel":"bystander","data":{deep(100)}}}'.encode()
     assert (await api_call(conn, hostile, "POST", EVENTS, body))[::2] == (200, {})

@@ -237,7 +237,10 @@ class WebSocketConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway, transport: asyncio.Transport, request: Request) -> None:
         self._gateway = gateway
         self._transport = transport
-        self._request = request
+        # Only the handshake reads the upgrade request; after it, the address is all we keep
+        # (its decoded headers would cost every idle connection about 600 bytes).
+        self._request: Request | None = request
+        self._remote_addr = request.remote_addr
         self._parser = FrameParser(gateway.config.max_message_size)
         self._state = _OPEN
         self.socket_id = ""
@@ -258,24 +261,27 @@ class WebSocketConnection(asyncio.Protocol):
     # -- start -------------------------------------------------------------------------------
 
     def start(self, rest: bytes) -> None:
+        request = self._request
+        assert request is not None
+        self._request = None
         gateway = self._gateway
         try:
-            app = gateway.admit(self._request)
+            app = gateway.admit(request)
         except PusherError as exc:
             log.info(
                 "refused connection from %s: %s %s",
-                self._request.remote_addr,
+                self._remote_addr,
                 exc.code,
                 exc.message,
             )
-            refused_app = gateway.known_app(self._request)
+            refused_app = gateway.known_app(request)
             if refused_app is not None:
                 gateway.hub.record(
                     refused_app,
                     "connection_refused",
                     code=exc.code,
                     message=exc.message,
-                    remote_addr=self._request.remote_addr,
+                    remote_addr=self._remote_addr,
                 )
             self.close_with_error(exc.code, exc.message)
             return
@@ -297,7 +303,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._client.send(
             codec.encode_connection_established(self.socket_id, gateway.config.activity_timeout)
         )
-        query = dict(parse_qsl(self._request.raw_query))
+        query = dict(parse_qsl(request.raw_query))
         gateway.hub.record(
             app,
             "connection_established",
@@ -305,7 +311,7 @@ class WebSocketConnection(asyncio.Protocol):
             client=query.get("client"),
             version=query.get("version"),
             protocol=query.get("protocol"),
-            remote_addr=self._request.remote_addr,
+            remote_addr=self._remote_addr,
         )
         if app.enable_user_authentication:
             self._auth_timer = gateway.loop.call_later(
@@ -343,7 +349,7 @@ class WebSocketConnection(asyncio.Protocol):
         except WebSocketError as exc:
             log.info(
                 "closing %s: %s (%d)",
-                self.socket_id or self._request.remote_addr,
+                self.socket_id or self._remote_addr,
                 exc.reason,
                 exc.close_code,
             )
