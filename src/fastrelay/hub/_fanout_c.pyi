@@ -3,7 +3,20 @@
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Outlet", "fanout"]
+__all__ = ["Corker", "Outlet", "fanout"]
+
+class Corker:
+    """Collects the outlets with queued frames and flushes them once per loop iteration.
+
+    ``schedule`` runs a callback soon, once: ``loop.call_soon`` in the server. The class is final.
+    """
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], Any]) -> None: ...
+    def add(self, outlet: Outlet) -> None:
+        """``outlet`` has just queued its first frame since its last flush."""
+
+    def flush(self) -> None:
+        """Write every queued frame, one ``write`` per outlet."""
 
 class Outlet:
     """One WebSocket connection's write end, as the fan-out sees it.
@@ -25,13 +38,21 @@ class Outlet:
         """True after :meth:`close` or an overflow; sends are then refused."""
 
     def __init__(
-        self, socket_id: str, transport: Any, high_water: int, on_overflow: Callable[[], None]
+        self,
+        socket_id: str,
+        transport: Any,
+        high_water: int,
+        on_overflow: Callable[[], None],
+        corker: Corker | None = None,
     ) -> None: ...
     def send(self, frame: bytes) -> bool:
-        """Write ``frame``; return False (writing nothing) if the outlet is closed."""
+        """Write (or queue) ``frame``; return False, doing nothing, if the outlet is closed."""
+
+    def flush(self) -> None:
+        """Write the queued frames now, as one ``write`` (the corker calls this)."""
 
     def close(self) -> None:
-        """Refuse every later send."""
+        """Write what is queued, then refuse every later send."""
 
 def fanout(frame: bytes, outlets: Iterable[Outlet], except_socket_id: str | None) -> int:
     """Send ``frame`` to every outlet but the one whose ``socket_id`` is ``except_socket_id``.

@@ -2,13 +2,49 @@
 """Deliver one encoded frame to many connections: the compiled twin of ``_fanout_py``.
 
 Same names, signatures and behaviour as the pure twin (the reference). Per recipient the loop
-costs a type check, a direct C call and the two transport calls: ``Outlet`` is a final cdef
-class that keeps its transport's bound methods, so nothing is looked up by name.
+costs a type check, a direct C call and either the two transport calls or, corked, a list
+append: ``Outlet`` is a final cdef class that keeps its transport's bound methods, so nothing
+is looked up by name.
 """
 
 cimport cython
 
-__all__ = ["Outlet", "fanout"]
+__all__ = ["Corker", "Outlet", "fanout"]
+
+
+@cython.final
+cdef class Corker:
+    """Collects the outlets with queued frames and flushes them once per loop iteration."""
+
+    cdef list _dirty
+    cdef object _schedule
+    cdef bint _scheduled
+
+    def __init__(self, schedule):
+        self._schedule = schedule
+        self._dirty = []
+        self._scheduled = False
+
+    cdef inline int _add(self, Outlet outlet) except -1:
+        self._dirty.append(outlet)
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule(self.flush)
+        return 0
+
+    def add(self, Outlet outlet not None):
+        """``outlet`` has just queued its first frame since its last flush."""
+        self._add(outlet)
+
+    def flush(self):
+        """Write every queued frame, one ``write`` per outlet."""
+        cdef list dirty = self._dirty
+        cdef Outlet outlet
+        self._dirty = []
+        self._scheduled = False
+        for item in dirty:
+            outlet = <Outlet>item
+            outlet._flush()
 
 
 @cython.final
@@ -20,37 +56,69 @@ cdef class Outlet:
     cdef Py_ssize_t _high_water
     cdef object _transport
     cdef object _on_overflow
+    cdef Corker _corker
+    cdef list _pending
     # The transport's bound methods, fetched once instead of per send.
-    cdef object _write
+    cdef object _write_method
     cdef object _buffer_size
 
-    def __init__(self, str socket_id not None, transport, Py_ssize_t high_water, on_overflow):
+    def __init__(
+        self, str socket_id not None, transport, Py_ssize_t high_water, on_overflow,
+        Corker corker=None,
+    ):
         self.socket_id = socket_id
         self._transport = transport
         self._high_water = high_water
         self._on_overflow = on_overflow
-        self._write = transport.write
+        self._corker = corker
+        self._pending = None
+        self._write_method = transport.write
         self._buffer_size = transport.get_write_buffer_size
         self.closed = False
 
-    cdef inline bint _send(self, object frame) except -1:
+    cdef inline int _write(self, object data) except -1:
         cdef Py_ssize_t buffered
-        if self.closed:
-            return False
-        self._write(frame)
+        self._write_method(data)
         buffered = self._buffer_size()
         if buffered > self._high_water:
             # Closed first, so a send from inside on_overflow is already refused.
             self.closed = True
             self._on_overflow()
+        return 0
+
+    cdef inline bint _send(self, object frame) except -1:
+        if self.closed:
+            return False
+        if self._corker is None:
+            self._write(frame)
+            return True
+        if self._pending is None:
+            self._pending = [frame]
+            self._corker._add(self)
+        else:
+            self._pending.append(frame)
         return True
 
+    cdef int _flush(self) except -1:
+        cdef list pending = self._pending
+        if pending is None:
+            return 0
+        self._pending = None
+        if not self.closed:
+            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+        return 0
+
     def send(self, frame):
-        """Write ``frame``; return False (writing nothing) if the outlet is closed."""
+        """Write (or queue) ``frame``; return False, doing nothing, if the outlet is closed."""
         return self._send(frame)
 
+    def flush(self):
+        """Write the queued frames now, as one ``write`` (the corker calls this)."""
+        self._flush()
+
     def close(self):
-        """Refuse every later send."""
+        """Write what is queued, then refuse every later send."""
+        self._flush()
         self.closed = True
 
 

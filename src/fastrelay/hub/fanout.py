@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from .._accel import NO_EXTENSIONS, record
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._fanout_py import Outlet, fanout
+    from ._fanout_py import Corker, Outlet, fanout
 else:
     try:
-        from ._fanout_c import Outlet, fanout
+        from ._fanout_c import Corker, Outlet, fanout
     except ImportError:  # pragma: no cover
-        from ._fanout_py import Outlet, fanout
+        from ._fanout_py import Corker, Outlet, fanout
 
 record(__name__, fanout)
 
-__all__ = ["Outlet", "fanout"]
+__all__ = ["Corker", "Outlet", "fanout"]

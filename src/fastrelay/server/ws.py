@@ -30,7 +30,7 @@ from ..errors import (
     UnsupportedVersion,
     WebSocketError,
 )
-from ..hub.fanout import Outlet
+from ..hub.fanout import Corker, Outlet
 from ..hub.hub import Hub
 from ..hub.state import Client
 from ..protocol.session import Session
@@ -87,6 +87,8 @@ class Gateway:
         self._open: set[WebSocketConnection] = set()
         self.closing = False
         self._random = random.Random()
+        # One write per socket per loop iteration, however many frames it got (see fanout).
+        self.corker = Corker(loop.call_soon)
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Future[None] | None = None
         self._prefix = config.path_prefix.rstrip("/")
@@ -289,7 +291,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._counters = counters = gateway.metrics.for_app(app.id)
         counters.new_connections += 1
         high_water = gateway.config.write_buffer_high_water
-        outlet = Outlet(self.socket_id, self._transport, high_water, self._overflowed)
+        outlet = Outlet(
+            self.socket_id, self._transport, high_water, self._overflowed, gateway.corker
+        )
         # pause_writing() above H/2, resume_writing() under H/8 (see SLOW_CLIENT_GRACE).
         self._transport.set_write_buffer_limits(high=max(1, high_water // 2), low=high_water // 8)
         self._client = CountingClient(
@@ -497,6 +501,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.close_with_error(SLOW_CLIENT_CODE, SLOW_CLIENT_MESSAGE, grace=SLOW_CLIENT_GRACE)
 
     def _write(self, frame: bytes) -> None:
+        if self._client is not None:
+            # Frames the hub queued for this socket go first: order is the protocol's.
+            self._client.outlet.flush()
         if not self._transport.is_closing():
             self._transport.write(frame)
             counters = self._counters
