@@ -37,6 +37,8 @@ def _invalid_channel_data() -> SubscriptionError:
 class Session:
     """Interprets what one connection sends; the hub carries out the shared effects."""
 
+    __slots__ = ("_clock", "_on_authorized", "_rate_count", "_rate_window", "client", "hub")
+
     def __init__(
         self,
         client: Client,

@@ -236,6 +236,27 @@ def _origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:
 class WebSocketConnection(asyncio.Protocol):
     """One client: parses frames, feeds the session, answers control frames, closes cleanly."""
 
+    # Fixed attributes, no per-instance dict: idle connections are most of a server's memory.
+    __slots__ = (
+        "_auth_timer",
+        "_client",
+        "_close_code",
+        "_close_reason",
+        "_close_timer",
+        "_counters",
+        "_gateway",
+        "_parser",
+        "_ping_sent_at",
+        "_remote_addr",
+        "_request",
+        "_session",
+        "_started_at",
+        "_state",
+        "_transport",
+        "last_seen",
+        "socket_id",
+    )
+
     def __init__(self, gateway: Gateway, transport: asyncio.Transport, request: Request) -> None:
         self._gateway = gateway
         self._transport = transport
