@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..protocol.auth import channel_auth_message
 from ..protocol.signing import sign
 from ..wire.frames import (
     OP_CLOSE,
@@ -65,12 +66,7 @@ def channel_auth(
     key: str, secret: bytes, socket_id: str, channel: str, channel_data: str | None = None
 ) -> str:
     """The ``auth`` field for a private or presence subscription, signed like an auth endpoint."""
-    message = (
-        f"{socket_id}:{channel}"
-        if channel_data is None
-        else (f"{socket_id}:{channel}:{channel_data}")
-    )
-    return f"{key}:{sign(secret, message)}"
+    return f"{key}:{sign(secret, channel_auth_message(socket_id, channel, channel_data))}"
 
 
 class DeliverySink:

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import httptools
 
-from ..protocol.signing import sign
+from ..protocol.signing import sign, string_to_sign
 
 __all__ = ["PublishRequests", "RestClient", "RestError", "signed_request"]
 
@@ -47,7 +47,7 @@ def signed_request(
     if body:
         params["body_md5"] = hashlib.md5(body).hexdigest()
     query = "&".join(f"{name}={params[name]}" for name in sorted(params))
-    signature = sign(secret, f"{method}\n{path}\n{query}")
+    signature = sign(secret, string_to_sign(method, path, params))
     head = (
         f"{method} {path}?{query}&auth_signature={signature} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"

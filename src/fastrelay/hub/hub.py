@@ -271,19 +271,7 @@ class Hub:
         kind = channel_kind(channel)
         if kind.is_cache:
             state.cache[channel] = CachedEvent(event, data, self._clock() + self._cache_ttl)
-        event_id = None
-        if self._history is not None and should_record(
-            channel, event, "api", client_events=self._history_client_events
-        ):
-            event_id = self._history.append(
-                app.id,
-                channel,
-                event,
-                data,
-                source="api",
-                time_ms=self._wall_clock_ms(),
-                socket_id=except_socket_id,
-            )
+        event_id = self._remember(app, channel, event, data, "api", except_socket_id, None)
         frame = encode_frame(OP_TEXT, codec.encode_channel_event(event, channel, data, event_id))
         if kind is ChannelKind.USER:
             user = state.users.get(channel[len(USER_CHANNEL_PREFIX) :])
@@ -295,26 +283,39 @@ class Hub:
             return 0
         return self._fanout(app, frame, target.outlets.values(), except_socket_id)
 
+    def _remember(
+        self,
+        app: App,
+        channel: str,
+        event: str,
+        data: Any,
+        source: str,
+        socket_id: str | None,
+        user_id: Any,
+    ) -> int | None:
+        """Record an accepted event in the history, if kept; its id goes into the envelope."""
+        if self._history is None or not should_record(
+            channel, event, source, client_events=self._history_client_events
+        ):
+            return None
+        return self._history.append(
+            app.id,
+            channel,
+            event,
+            data,
+            source=source,
+            time_ms=self._wall_clock_ms(),
+            socket_id=socket_id,
+            user_id=user_id,
+        )
+
     def relay_client_event(self, client: Client, channel: str, event: str, data: Any) -> int:
         """Relay a validated client event to the channel's other subscribers."""
         app = client.app
         state = self._apps[app.id]
         target = state.channels[channel]
         user_id = client.presence_ids.get(channel)
-        event_id = None
-        if self._history is not None and should_record(
-            channel, event, "client", client_events=self._history_client_events
-        ):
-            event_id = self._history.append(
-                app.id,
-                channel,
-                event,
-                data,
-                source="client",
-                time_ms=self._wall_clock_ms(),
-                socket_id=client.socket_id,
-                user_id=user_id,
-            )
+        event_id = self._remember(app, channel, event, data, "client", client.socket_id, user_id)
         message = codec.encode_client_event(event, channel, data, user_id, event_id)
         frame = encode_frame(OP_TEXT, message)
         count = self._fanout(app, frame, target.outlets.values(), client.socket_id)
