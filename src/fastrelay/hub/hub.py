@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ..cluster.base import Adapter, CachedEvent, JoinResult, LeaveResult
+from ..cluster.local import LocalAdapter
 from ..config import App
-from ..errors import SubscriptionError
 from ..history import HistoryStore, should_record
 from ..protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_kind
 from ..wire import codec
 from ..wire.frames import OP_TEXT, encode_frame
 from .fanout import Outlet, fanout
-from .state import AppState, CachedEvent, Channel, Client, Member, user_key
+from .state import AppState, Channel, Client, user_key
 
 __all__ = ["Hub", "Recorder", "SentCounter", "WebhookEmitter"]
 
@@ -27,13 +28,22 @@ WebhookEmitter = Callable[[App, dict[str, Any]], None]
 Recorder = Callable[[App, str, dict[str, Any]], None]
 """Receives each server event log entry: app, type and fields (RELAY_EXTRAS.md §5.1)."""
 
-SentCounter = Callable[[App, int, int], None]
-"""Told once per fan-out: app, frames delivered, bytes delivered (frames × frame size)."""
+SentCounter = Callable[[str, int, int], None]
+"""Told once per fan-out: app id, frames delivered, bytes delivered (frames × frame size)."""
 
 TERMINATED_MESSAGE = "You got disconnected by the app."
 # Pusher rule for subscription counts on busy channels (PROTOCOL.md §3.9).
 COUNT_THROTTLE_SUBSCRIBERS = 100
 COUNT_THROTTLE_SECONDS = 30.0
+
+
+class _PendingJoin:
+    """A presence join the cluster has not answered yet; identity tells joins apart."""
+
+    __slots__ = ("presence_id",)
+
+    def __init__(self, presence_id: Any) -> None:
+        self.presence_id = presence_id
 
 
 def _no_webhooks(app: App, event: dict[str, Any]) -> None:
@@ -59,6 +69,7 @@ class Hub:
         history_client_events: bool = False,
         wall_clock_ms: Callable[[], int] = lambda: 0,
         count_sent: SentCounter | None = None,
+        adapter: Adapter | None = None,
     ) -> None:
         self._clock = clock
         self._call_later = call_later
@@ -70,19 +81,50 @@ class Hub:
         self._wall_clock_ms = wall_clock_ms
         self._count_sent = count_sent
         self._apps: dict[str, AppState] = {}
+        self._adapter: Adapter = adapter if adapter is not None else LocalAdapter(clock)
+
+    @property
+    def adapter(self) -> Adapter:
+        """Where this node's view ends and the cluster's begins."""
+        return self._adapter
 
     def record(self, app: App, type_: str, **fields: Any) -> None:
         """Add an entry to the server event log (never secrets or payloads, only sizes)."""
         self._record(app, type_, fields)
 
     def _fanout(
-        self, app: App, frame: bytes, outlets: Iterable[Outlet], except_socket_id: str | None
+        self, app_id: str, frame: bytes, outlets: Iterable[Outlet], except_socket_id: str | None
     ) -> int:
-        """Every fan-out goes through here: metrics count it once, not per recipient."""
+        """Every local fan-out goes through here: metrics count it once, not per recipient."""
         count = fanout(frame, outlets, except_socket_id)
         if count and self._count_sent is not None:
-            self._count_sent(app, count, count * len(frame))
+            self._count_sent(app_id, count, count * len(frame))
         return count
+
+    def _fanout_topic(
+        self, app: App, topic: str, frame: bytes, except_socket_id: str | None
+    ) -> int:
+        """Deliver to ``topic``'s subscribers on every node: the others first, then this one's.
+
+        The frame crosses to other nodes already encoded; returns the local deliveries.
+        """
+        self._adapter.broadcast(app.id, topic, frame, except_socket_id)
+        return self.deliver(app.id, topic, frame, except_socket_id)
+
+    def deliver(self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None) -> int:
+        """Fan ``frame`` out to this node's subscribers of ``topic`` (the adapter's entry)."""
+        state = self._apps.get(app_id)
+        if state is None:
+            return 0
+        if topic.startswith(USER_CHANNEL_PREFIX):
+            user = state.users.get(topic[len(USER_CHANNEL_PREFIX) :])
+            if not user:
+                return 0
+            return self._fanout(app_id, frame, [c.outlet for c in user.values()], except_socket_id)
+        channel = state.channels.get(topic)
+        if channel is None:
+            return 0
+        return self._fanout(app_id, frame, channel.outlets.values(), except_socket_id)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -93,24 +135,34 @@ class Hub:
         return state
 
     def add_client(self, client: Client) -> None:
-        self._state(client.app.id).clients[client.socket_id] = client
+        clients = self._state(client.app.id).clients
+        clients[client.socket_id] = client
+        self._adapter.connections_changed(client.app.id, len(clients))
 
     def remove_client(self, client: Client) -> None:
         """The disconnect path (PROTOCOL.md §12): leave every channel, drop the user index."""
         state = self._apps.get(client.app.id)
         if state is None or state.clients.pop(client.socket_id, None) is None:
             return
+        self._adapter.connections_changed(client.app.id, len(state.clients))
         for name in list(client.channels):
             self.unsubscribe(client, name)
+        if client.pending:
+            for name in list(client.pending):
+                self._cancel_pending(client, name)
         if client.user_id is not None:
             self._sign_out(state, client)
-        # Keep the cache: it outlives subscribers (PROTOCOL.md §11).
-        if state.is_empty() and not state.cache:
+        if state.is_empty():
             del self._apps[client.app.id]
 
     def connection_count(self, app_id: str) -> int:
+        """This node's connections of the app."""
         state = self._apps.get(app_id)
         return len(state.clients) if state else 0
+
+    def cluster_connection_count(self, app_id: str) -> int:
+        """The app's connections on all nodes, as last seen (quota checks)."""
+        return self._adapter.connection_estimate(app_id, self.connection_count(app_id))
 
     def total_connections(self) -> int:
         return sum(len(s.clients) for s in self._apps.values())
@@ -128,76 +180,167 @@ class Hub:
     ) -> None:
         """Add a subscription and send what follows it (PROTOCOL.md §5.3 steps 3 and 7–10).
 
-        Raises:
-            SubscriptionError: the presence channel is full.
+        A presence subscription is first joined in the adapter (which may ask other nodes);
+        the connection is added to the channel when the join is answered.
         """
+        app = client.app
+        if name in client.channels or (client.pending and name in client.pending):
+            # Already subscribed: repeat the success, change nothing (step 3). A join still
+            # pending answers for itself.
+            if name not in client.channels:
+                return
+            if channel_kind(name).is_presence:
+                self._adapter.presence_roster(
+                    app.id, name, lambda roster: self._repeat_success(client, name, roster)
+                )
+            else:
+                client.send(codec.encode_subscription_succeeded(name))
+            return
+        kind = channel_kind(name)
+        if not kind.is_presence:
+            self._register(client, name, kind, None)
+            client.send(codec.encode_subscription_succeeded(name))
+            self._after_success(client, name, kind)
+            return
+        token = _PendingJoin(presence_id)
+        if client.pending is None:
+            client.pending = {}
+        client.pending[name] = token
+        self._adapter.presence_join(
+            app.id,
+            name,
+            client.socket_id,
+            presence_id,
+            user_info,
+            app.max_presence_members,
+            lambda result: self._joined(client, name, presence_id, token, result),
+        )
+
+    def _repeat_success(self, client: Client, name: str, roster: dict[str, Any]) -> None:
+        if name in client.channels:
+            client.send(codec.encode_subscription_succeeded(name, roster))
+
+    def _register(self, client: Client, name: str, kind: ChannelKind, presence_id: Any) -> Channel:
+        """Add the connection to the channel on this node."""
         app = client.app
         state = self._state(app.id)
         channel = state.channels.get(name)
-        if name in client.channels:
-            # Already subscribed: repeat the success, change nothing (step 3).
-            assert channel is not None
-            client.send(
-                codec.encode_subscription_succeeded(
-                    name, channel.presence_payload() if channel.kind.is_presence else None
-                )
-            )
-            return
-        kind = channel.kind if channel is not None else channel_kind(name)
-        new_member = False
-        if kind.is_presence:
-            key = user_key(presence_id)
-            members = channel.members if channel is not None else {}
-            new_member = key not in members
-            if new_member and 0 <= app.max_presence_members <= len(members):
-                raise SubscriptionError(
-                    "LimitReached",
-                    f"The maximum number of members in this channel ({app.max_presence_members}) "
-                    "has been reached",
-                    4100,
-                )
         if channel is None:
             channel = state.channels[name] = Channel(name, kind)
+            self._adapter.interest(app.id, name, True)
             self._emit_webhook(app, {"name": "channel_occupied", "channel": name})
         channel.outlets[client.socket_id] = client.outlet
         client.channels.add(name)
+        if kind.is_presence:
+            client.presence_ids[name] = presence_id
+        self._adapter.subscriptions_changed(app.id, name, len(channel.outlets))
         self._record(
             app,
             "subscribed",
             {"socket_id": client.socket_id, "channel": name, "user_id": presence_id},
         )
+        return channel
 
-        if kind.is_presence:
-            key = user_key(presence_id)
-            member = channel.members.get(key)
-            if member is None:
-                member = channel.members[key] = Member(presence_id)
-            member.connections[client.socket_id] = {} if user_info is None else user_info
-            client.presence_ids[name] = presence_id
-            client.send(codec.encode_subscription_succeeded(name, channel.presence_payload()))
-            if new_member:
-                added = codec.encode_member_added(name, presence_id, member.user_info)
-                frame = encode_frame(OP_TEXT, added)
-                self._fanout(app, frame, channel.outlets.values(), client.socket_id)
-                self._emit_webhook(
-                    app, {"name": "member_added", "channel": name, "user_id": presence_id}
-                )
-                self._record(app, "member_added", {"channel": name, "user_id": presence_id})
-        else:
-            client.send(codec.encode_subscription_succeeded(name))
-
+    def _after_success(self, client: Client, name: str, kind: ChannelKind) -> None:
+        """What follows ``subscription_succeeded``: the cached event, the count broadcast."""
+        app = client.app
         if kind.is_cache:
-            cached = self._cached(state, name)
-            if cached is not None:
-                client.send(codec.encode_channel_event(cached.event, name, cached.data))
-            else:
-                client.send(codec.encode_cache_miss(name))
-                self._emit_webhook(app, {"name": "cache_miss", "channel": name})
-        self._count_changed(app, channel)
+            self._adapter.cache_get(
+                app.id, name, lambda cached: self._send_cached(client, name, cached)
+            )
+        channel = self._apps[app.id].channels.get(name)
+        if channel is not None:
+            self._count_changed(app, channel)
+
+    def _send_cached(self, client: Client, name: str, cached: CachedEvent | None) -> None:
+        if name not in client.channels:
+            return
+        if cached is not None:
+            client.send(codec.encode_channel_event(cached.event, name, cached.data))
+        else:
+            client.send(codec.encode_cache_miss(name))
+            self._emit_webhook(client.app, {"name": "cache_miss", "channel": name})
+
+    def _joined(
+        self, client: Client, name: str, presence_id: Any, token: _PendingJoin, result: JoinResult
+    ) -> None:
+        """The cluster answered a presence join (synchronously, for a local adapter)."""
+        app = client.app
+        pending = client.pending
+        current = pending is not None and pending.get(name) is token
+        if current:
+            assert pending is not None
+            del pending[name]
+            if not pending:
+                client.pending = None
+        if result.rejected:
+            if current:
+                error = (
+                    f"The maximum number of members in this channel "
+                    f"({app.max_presence_members}) has been reached"
+                )
+                client.send(codec.encode_subscription_error(name, "LimitReached", error, 4100))
+                self._record(
+                    app,
+                    "subscription_failed",
+                    {
+                        "socket_id": client.socket_id,
+                        "channel": name,
+                        "error_type": "LimitReached",
+                        "status": 4100,
+                    },
+                )
+            return
+        if current:
+            self._register(client, name, ChannelKind.PRESENCE, presence_id)
+            client.send(codec.encode_subscription_succeeded(name, result.roster))
+        if result.first:
+            # Announced even when the connection left meanwhile: its leave, already on its way
+            # to the cluster, will announce member_removed after this.
+            added = codec.encode_member_added(name, presence_id, result.user_info)
+            self._fanout_topic(app, name, encode_frame(OP_TEXT, added), client.socket_id)
+            self._emit_webhook(
+                app, {"name": "member_added", "channel": name, "user_id": presence_id}
+            )
+            self._record(app, "member_added", {"channel": name, "user_id": presence_id})
+        if current:
+            self._after_success(client, name, channel_kind(name))
+
+    def _cancel_pending(self, client: Client, name: str) -> bool:
+        """Withdraw a join the cluster has not answered; its answer will find it gone."""
+        pending = client.pending
+        if pending is None or name not in pending:
+            return False
+        token = pending.pop(name)
+        if not pending:
+            client.pending = None
+        self._leave_presence(client.app, name, client.socket_id, token.presence_id)
+        return True
+
+    def _leave_presence(self, app: App, name: str, socket_id: str, presence_id: Any) -> None:
+        self._adapter.presence_leave(
+            app.id,
+            name,
+            socket_id,
+            presence_id,
+            lambda result: self._left(app, name, presence_id, result),
+        )
+
+    def _left(self, app: App, name: str, presence_id: Any, result: LeaveResult) -> None:
+        if result.last:
+            self.member_gone(app, name, result.user_id)
+
+    def member_gone(self, app: App, name: str, user_id: Any) -> None:
+        """``user_id`` has no connection left in presence channel ``name`` on any node."""
+        removed = codec.encode_member_removed(name, user_id)
+        self._fanout_topic(app, name, encode_frame(OP_TEXT, removed), None)
+        self._emit_webhook(app, {"name": "member_removed", "channel": name, "user_id": user_id})
+        self._record(app, "member_removed", {"channel": name, "user_id": user_id})
 
     def unsubscribe(self, client: Client, name: str) -> None:
         """Leave one channel; a no-op when not subscribed (PROTOCOL.md §3.7)."""
         if name not in client.channels:
+            self._cancel_pending(client, name)
             return
         client.channels.discard(name)
         app = client.app
@@ -205,25 +348,17 @@ class Hub:
         channel = state.channels[name]
         del channel.outlets[client.socket_id]
         presence_id = client.presence_ids.pop(name, None)
+        self._adapter.subscriptions_changed(app.id, name, len(channel.outlets))
         self._record(
             app,
             "unsubscribed",
             {"socket_id": client.socket_id, "channel": name, "user_id": presence_id},
         )
         if channel.kind.is_presence:
-            key = user_key(presence_id)
-            member = channel.members[key]
-            del member.connections[client.socket_id]
-            if not member.connections:
-                del channel.members[key]
-                removed = codec.encode_member_removed(name, member.user_id)
-                self._fanout(app, encode_frame(OP_TEXT, removed), channel.outlets.values(), None)
-                self._emit_webhook(
-                    app, {"name": "member_removed", "channel": name, "user_id": member.user_id}
-                )
-                self._record(app, "member_removed", {"channel": name, "user_id": member.user_id})
+            self._leave_presence(app, name, client.socket_id, presence_id)
         if not channel.outlets:
             del state.channels[name]
+            self._adapter.interest(app.id, name, False)
             if channel.count_timer is not None:
                 channel.count_timer.cancel()
             self._emit_webhook(app, {"name": "channel_vacated", "channel": name})
@@ -251,7 +386,7 @@ class Hub:
         if not count:
             return
         frame = encode_frame(OP_TEXT, codec.encode_subscription_count(channel.name, count))
-        self._fanout(app, frame, channel.outlets.values(), None)
+        self._fanout(app.id, frame, channel.outlets.values(), None)
         self._emit_webhook(
             app,
             {"name": "subscription_count", "channel": channel.name, "subscription_count": count},
@@ -262,26 +397,17 @@ class Hub:
     def publish(
         self, app: App, channel: str, event: str, data: str, except_socket_id: str | None = None
     ) -> int:
-        """Deliver one API event to this node's subscribers; returns how many got it.
+        """Deliver one API event to its subscribers on every node; returns how many here got it.
 
         Cache channels remember it; ``#server-to-user-X`` goes to every connection signed
         in as X, subscribed or not (PROTOCOL.md §3.15).
         """
-        state = self._state(app.id)
         kind = channel_kind(channel)
         if kind.is_cache:
-            state.cache[channel] = CachedEvent(event, data, self._clock() + self._cache_ttl)
+            self._adapter.cache_put(app.id, channel, event, data, self._cache_ttl)
         event_id = self._remember(app, channel, event, data, "api", except_socket_id, None)
         frame = encode_frame(OP_TEXT, codec.encode_channel_event(event, channel, data, event_id))
-        if kind is ChannelKind.USER:
-            user = state.users.get(channel[len(USER_CHANNEL_PREFIX) :])
-            if not user:
-                return 0
-            return self._fanout(app, frame, [c.outlet for c in user.values()], except_socket_id)
-        target = state.channels.get(channel)
-        if target is None:
-            return 0
-        return self._fanout(app, frame, target.outlets.values(), except_socket_id)
+        return self._fanout_topic(app, channel, frame, except_socket_id)
 
     def _remember(
         self,
@@ -312,13 +438,11 @@ class Hub:
     def relay_client_event(self, client: Client, channel: str, event: str, data: Any) -> int:
         """Relay a validated client event to the channel's other subscribers."""
         app = client.app
-        state = self._apps[app.id]
-        target = state.channels[channel]
         user_id = client.presence_ids.get(channel)
         event_id = self._remember(app, channel, event, data, "client", client.socket_id, user_id)
         message = codec.encode_client_event(event, channel, data, user_id, event_id)
         frame = encode_frame(OP_TEXT, message)
-        count = self._fanout(app, frame, target.outlets.values(), client.socket_id)
+        count = self._fanout_topic(app, channel, frame, client.socket_id)
         hook: dict[str, Any] = {
             "name": "client_event",
             "channel": channel,
@@ -341,13 +465,6 @@ class Hub:
         )
         return count
 
-    def _cached(self, state: AppState, channel: str) -> CachedEvent | None:
-        cached = state.cache.get(channel)
-        if cached is not None and cached.expires_at <= self._clock():
-            del state.cache[channel]
-            return None
-        return cached
-
     # -- users -------------------------------------------------------------------------------
 
     def sign_in(self, client: Client, user_id: str, watchlist: tuple[str, ...]) -> None:
@@ -359,6 +476,8 @@ class Hub:
         connections = state.users.setdefault(user_id, {})
         came_online = not connections
         connections[client.socket_id] = client
+        if came_online:
+            self._adapter.interest(client.app.id, USER_CHANNEL_PREFIX + user_id, True)
         if client.app.watchlist_events_enabled:
             for watched in watchlist:
                 state.watchers.setdefault(watched, set()).add(client.socket_id)
@@ -387,6 +506,7 @@ class Hub:
                     del state.watchers[watched]
         if not connections:
             state.users.pop(user_id, None)
+            self._adapter.interest(client.app.id, USER_CHANNEL_PREFIX + user_id, False)
             if client.app.watchlist_events_enabled:
                 self._notify_watchers(client.app, state, user_id, "offline")
 
@@ -398,10 +518,16 @@ class Hub:
             OP_TEXT, codec.encode_watchlist_events([{"name": name, "user_ids": [user_id]}])
         )
         outlets = [state.clients[s].outlet for s in watchers if s in state.clients]
-        self._fanout(app, frame, outlets, None)
+        self._fanout(app.id, frame, outlets, None)
 
     def terminate_user(self, app_id: str, user_id: str) -> int:
-        """Close every connection signed in as, or present as, ``user_id`` (PROTOCOL.md §10.5)."""
+        """Close every connection signed in as, or present as, ``user_id`` (PROTOCOL.md §10.5),
+        on every node; returns how many were closed here."""
+        self._adapter.terminate_user(app_id, user_id)
+        return self.terminate_local_user(app_id, user_id)
+
+    def terminate_local_user(self, app_id: str, user_id: str) -> int:
+        """As :meth:`terminate_user`, on this node only (the adapter's entry)."""
         state = self._apps.get(app_id)
         if state is None:
             return 0
@@ -413,7 +539,7 @@ class Hub:
             client.terminate(4009, TERMINATED_MESSAGE)
         return len(targets)
 
-    # -- queries (HTTP API) ------------------------------------------------------------------
+    # -- queries (this node) ------------------------------------------------------------------
 
     def channels(self, app_id: str, prefix: str = "") -> Iterator[Channel]:
         state = self._apps.get(app_id)
@@ -424,10 +550,3 @@ class Hub:
     def channel(self, app_id: str, name: str) -> Channel | None:
         state = self._apps.get(app_id)
         return state.channels.get(name) if state else None
-
-    def cached_event(self, app_id: str, name: str) -> CachedEvent | None:
-        state = self._apps.get(app_id)
-        return self._cached(state, name) if state else None
-
-    def cache_ttl_left(self, cached: CachedEvent) -> int:
-        return max(0, int(cached.expires_at - self._clock()))

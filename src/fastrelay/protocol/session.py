@@ -123,7 +123,8 @@ class Session:
             )
         if problem is not None:
             raise SubscriptionError("InvalidChannel", f"Invalid channel name: {name}", 4009)
-        if name in self.client.channels:
+        pending = self.client.pending
+        if name in self.client.channels or (pending is not None and name in pending):
             self.hub.subscribe(self.client, name)  # repeats the success, changes nothing
             return
         kind = channel_kind(name)

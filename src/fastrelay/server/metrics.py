@@ -29,7 +29,6 @@ from prometheus_client.metrics_core import (
     UnknownMetricFamily,
 )
 
-from ..config import App
 from ..hub.state import Client
 from ..wire.frames import OP_TEXT, encode_frame
 
@@ -125,9 +124,9 @@ class Metrics:
             counters = self.apps[app_id] = Counters()
         return counters
 
-    def sent(self, app: App, frames: int, nbytes: int) -> None:
+    def sent(self, app_id: str, frames: int, nbytes: int) -> None:
         """The hub's fan-out hook: ``frames`` copies of one frame, ``nbytes`` in all."""
-        counters = self.apps.get(app.id)
+        counters = self.apps.get(app_id)
         if counters is not None:
             counters.ws_messages_sent += frames
             counters.socket_transmitted_bytes += nbytes

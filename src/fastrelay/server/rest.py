@@ -17,10 +17,12 @@ refused one gets ``429 {"error":"Too many requests.","code":429}`` with the same
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +31,7 @@ import orjson
 
 from .. import _accel
 from ..apps.base import AppManager
+from ..cluster.base import ClusterUnavailable
 from ..config import App, Config
 from ..errors import RestError
 from ..eventlog import EventLog
@@ -42,11 +45,14 @@ from .routes import Request, Response, Router, error_response, json_response
 
 __all__ = ["RestApi"]
 
+log = logging.getLogger("fastrelay.rest")
+
 _SOCKET_ID = re.compile(r"\d+\.\d+")
 _USER_ID = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 _OK_TEXT = Response(200, b"OK", "text/plain")
 _READ, _BACKEND = "read", "backend"  # the two rate-limited budgets of an app
 _Headers = tuple[tuple[str, str], ...]
+_Answer = Response | Awaitable[Response]  # handlers that ask the cluster answer later
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,7 @@ class RestApi:
         self._config = config
         self._apps = apps
         self._hub = hub
+        self._adapter = hub.adapter
         self._is_closing = is_closing
         self._event_log = event_log
         self._history = history
@@ -158,7 +165,7 @@ class RestApi:
         event = (_BACKEND, _event_points)
         batch = (_BACKEND, _batch_points)
         user_event = (_BACKEND, _one_point)  # one channel: one point
-        routes: list[tuple[str, str, Callable[[Request], Response]]] = [
+        routes: list[tuple[str, str, Callable[[Request], _Answer]]] = [
             ("GET", "/", self.root),
             ("GET", "/health", self.health),
             ("GET", "/ready", self.ready),
@@ -199,13 +206,13 @@ class RestApi:
 
     def guard(
         self,
-        handler: Callable[[Request, App], Response],
+        handler: Callable[[Request, App], _Answer],
         cost: tuple[str, Callable[[Request], int]] | None = None,
-    ) -> Callable[[Request], Response]:
+    ) -> Callable[[Request], _Answer]:
         """Find and authenticate the app, charge its rate limit (``cost``: which budget, and
         the request's points), run the handler, turn RestError into a response."""
 
-        def run(request: Request) -> Response:
+        def run(request: Request) -> _Answer:
             try:
                 app = self._find_app(request)
             except RestError as exc:
@@ -217,17 +224,32 @@ class RestApi:
                     rate = self._rate_limit(request, app, *cost)
                 response = handler(request, app)
             except RestError as exc:
-                self._record(
-                    app,
-                    "api_rejected",
-                    endpoint=request.path,
-                    status=exc.status,
-                    message=exc.message,
-                )
-                return error_response(exc.status, exc.message, tuple(exc.headers.items()) + rate)
+                return self._rejected(request, app, exc, rate)
+            if inspect.isawaitable(response):
+                return self._answer_later(request, app, response, rate)
             return _with_headers(response, rate)
 
         return run
+
+    async def _answer_later(
+        self, request: Request, app: App, pending: Awaitable[Response], rate: _Headers
+    ) -> Response:
+        """The rest of :meth:`guard` for handlers that ask the cluster."""
+        try:
+            response = await pending
+        except RestError as exc:
+            return self._rejected(request, app, exc, rate)
+        except ClusterUnavailable as exc:
+            log.warning("%s %s: cluster state unavailable: %s", request.method, request.path, exc)
+            error = RestError(503, "Cluster state is unavailable: Redis cannot be reached")
+            return self._rejected(request, app, error, rate)
+        return _with_headers(response, rate)
+
+    def _rejected(self, request: Request, app: App, exc: RestError, rate: _Headers) -> Response:
+        self._record(
+            app, "api_rejected", endpoint=request.path, status=exc.status, message=exc.message
+        )
+        return error_response(exc.status, exc.message, tuple(exc.headers.items()) + rate)
 
     def _rate_limit(
         self, request: Request, app: App, budget: str, points: Callable[[Request], int]
@@ -297,6 +319,11 @@ class RestApi:
         headers = (("X-Fastrelay-Accelerated", accelerated),)
         if self._is_closing():
             return Response(503, b"CLOSING", "text/plain", headers)
+        if not self._hub.adapter.healthy:
+            # Still serving its own clients, so still 200: a balancer that dropped every node
+            # while Redis is away would cut everyone off. The body and header say what is wrong.
+            degraded = (*headers, ("X-Fastrelay-Cluster", "degraded"))
+            return Response(200, b"DEGRADED", "text/plain", degraded)
         return Response(200, b"OK", "text/plain", headers)
 
     def ready(self, request: Request) -> Response:
@@ -380,25 +407,29 @@ class RestApi:
             endpoint=request.path,
         )
 
-    def _channel_attributes(self, app: App, name: str, info: frozenset[str]) -> dict[str, int]:
-        channel = self._hub.channel(app.id, name)
+    async def _channel_attributes(
+        self, app: App, name: str, info: frozenset[str]
+    ) -> dict[str, int]:
+        counts = await self._adapter.channel(app.id, name)
         out: dict[str, int] = {}
         if "user_count" in info and channel_kind(name).is_presence:
-            out["user_count"] = channel.user_count if channel else 0
+            out["user_count"] = counts.user_count
         if "subscription_count" in info:
-            out["subscription_count"] = channel.subscription_count if channel else 0
+            out["subscription_count"] = counts.subscription_count
         return out
 
-    def trigger(self, request: Request, app: App) -> Response:
+    def trigger(self, request: Request, app: App) -> Response | Awaitable[Response]:
         item = self._parse_publish(app, _json_object(request.body))
         self._publish(app, item, request)
         if not item.info:
             return json_response({})
-        return json_response(
-            {"channels": {c: self._channel_attributes(app, c, item.info) for c in item.channels}}
-        )
+        return self._trigger_info(app, item)
 
-    def trigger_batch(self, request: Request, app: App) -> Response:
+    async def _trigger_info(self, app: App, item: _Publish) -> Response:
+        channels = {c: await self._channel_attributes(app, c, item.info) for c in item.channels}
+        return json_response({"channels": channels})
+
+    def trigger_batch(self, request: Request, app: App) -> Response | Awaitable[Response]:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list):
             raise RestError(400, "The batch field must be an array")
@@ -411,14 +442,14 @@ class RestApi:
             self._publish(app, item, request)
         if not any(item.info for item in items):
             return json_response({})
-        return json_response(
-            {
-                "batch": [
-                    self._channel_attributes(app, item.channels[0], item.info) if item.info else {}
-                    for item in items
-                ]
-            }
-        )
+        return self._batch_info(app, items)
+
+    async def _batch_info(self, app: App, items: list[_Publish]) -> Response:
+        batch = [
+            await self._channel_attributes(app, item.channels[0], item.info) if item.info else {}
+            for item in items
+        ]
+        return json_response({"batch": batch})
 
     def send_to_user(self, request: Request, app: App) -> Response:
         user_id = unquote(request.params["user_id"])
@@ -432,21 +463,21 @@ class RestApi:
 
     # -- queries (HTTP_API.md §3.3–§3.5) -----------------------------------------------------
 
-    def list_channels(self, request: Request, app: App) -> Response:
+    async def list_channels(self, request: Request, app: App) -> Response:
         params = auth.parse_query(request.raw_query)
         prefix = params.get("filter_by_prefix", "")
         info = _info(params.get("info"))
         if "user_count" in info and not prefix.startswith("presence-"):
             raise RestError(400, "user_count may only be requested with filter_by_prefix=presence-")
         channels: dict[str, dict[str, int]] = {}
-        for channel in self._hub.channels(app.id, prefix):
-            entry = {"subscription_count": channel.subscription_count}
+        for name, counts in (await self._adapter.channels(app.id, prefix)).items():
+            entry = {"subscription_count": counts.subscription_count}
             if "user_count" in info:
-                entry["user_count"] = channel.user_count
-            channels[channel.name] = entry
+                entry["user_count"] = counts.user_count
+            channels[name] = entry
         return json_response({"channels": channels})
 
-    def channel_info(self, request: Request, app: App) -> Response:
+    async def channel_info(self, request: Request, app: App) -> Response:
         name = self._channel_param(request, app)
         info = _info(auth.parse_query(request.raw_query).get("info"))
         kind = channel_kind(name)
@@ -454,35 +485,30 @@ class RestApi:
             raise RestError(400, "user_count may only be requested for presence channels")
         if "cache" in info and not kind.is_cache:
             raise RestError(400, "cache may only be requested for cache channels")
-        channel = self._hub.channel(app.id, name)
-        count = channel.subscription_count if channel else 0
+        counts = await self._adapter.channel(app.id, name)
+        count = counts.subscription_count
         out: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
         if kind.is_presence:
-            out["user_count"] = channel.user_count if channel else 0
+            out["user_count"] = counts.user_count
         if "cache" in info:
-            cached = self._hub.cached_event(app.id, name)
+            cached = await self._adapter.cached(app.id, name)
             out["cache"] = (
                 None
                 if cached is None
-                else {
-                    "event": cached.event,
-                    "data": cached.data,
-                    "ttl": self._hub.cache_ttl_left(cached),
-                }
+                else {"event": cached.event, "data": cached.data, "ttl": cached.ttl}
             )
         return json_response(out)
 
-    def channel_users(self, request: Request, app: App) -> Response:
+    async def channel_users(self, request: Request, app: App) -> Response:
         name = self._channel_param(request, app)
         if not channel_kind(name).is_presence:
             raise RestError(400, "The channel must be a presence channel.")
         with_info = auth.parse_query(request.raw_query).get("with_user_info") in ("1", "true")
-        channel = self._hub.channel(app.id, name)
         users = []
-        for member in channel.members.values() if channel else ():
-            entry: dict[str, Any] = {"id": member.user_id}
+        for user_id, user_info in await self._adapter.users(app.id, name):
+            entry: dict[str, Any] = {"id": user_id}
             if with_info:
-                entry["user_info"] = member.user_info
+                entry["user_info"] = user_info
             users.append(entry)
         return json_response({"users": users})
 
@@ -501,8 +527,8 @@ class RestApi:
         """RELAY_EXTRAS.md §5: what this node did for the app, newest or after a cursor."""
         return json_response(self._event_log.query(app.id, auth.parse_query(request.raw_query)))
 
-    def connections(self, request: Request, app: App) -> Response:
-        return json_response({"connections": self._hub.connection_count(app.id)})
+    async def connections(self, request: Request, app: App) -> Response:
+        return json_response({"connections": await self._adapter.connections(app.id)})
 
     # -- users and tokens --------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ class Gateway:
             raise Unauthorized("Origin not allowed")
         if 0 <= self.config.max_node_connections <= len(self.connections):
             raise OverCapacity("The server has reached its maximum number of connections.")
-        if 0 <= app.max_connections <= self.hub.connection_count(app.id):
+        if 0 <= app.max_connections <= self.hub.cluster_connection_count(app.id):
             raise OverCapacity()
         return app
 
