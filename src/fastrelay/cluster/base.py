@@ -15,7 +15,7 @@ The REST queries are awaitables: the HTTP shell already awaits handlers.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -133,6 +133,12 @@ class Adapter(abc.ABC):
     ) -> None:
         """Deliver ``frame`` to ``topic``'s subscribers on the other nodes, once, in order."""
 
+    def settled(self) -> Awaitable[None] | None:
+        """What to await before confirming a publish: every broadcast so far has then been
+        accepted by the cluster, so a publish confirmed by this node is ordered before any
+        publish made after the confirmation, on any node. None: nothing to wait for."""
+        return None
+
     @abc.abstractmethod
     def terminate_user(self, app_id: str, user_id: str) -> None:
         """Close ``user_id``'s connections on the other nodes."""
@@ -186,6 +192,38 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def cache_get(self, app_id: str, channel: str, done: CacheDone) -> None:
         """The last event of a cache channel, or None."""
+
+    # -- shared event history --------------------------------------------------------------
+
+    def publish_recorded(
+        self,
+        app_id: str,
+        topic: str,
+        message: bytes,
+        record: dict[str, Any],
+        except_socket_id: str | None,
+    ) -> bool:
+        """Give a history-recorded event a cluster-wide id, store it and deliver it everywhere,
+        this node included; False when this adapter keeps no shared history (or cannot now),
+        and the caller records and delivers it itself.
+
+        ``message`` is the encoded event without ``id``; ``record`` the history record's JSON
+        fields but ``id`` (RELAY_EXTRAS.md §4.1).
+        """
+        return False
+
+    async def history(
+        self,
+        app_id: str,
+        channel: str,
+        *,
+        limit: int,
+        before: int | None,
+        after: int | None,
+        now_ms: int,
+    ) -> dict[str, Any] | None:
+        """The §4.4 history page from the shared store; None when there is none (or not now)."""
+        return None
 
     # -- queries (HTTP API) ------------------------------------------------------------------
 

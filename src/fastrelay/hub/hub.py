@@ -13,7 +13,7 @@ from typing import Any
 from ..cluster.base import Adapter, CachedEvent, JoinResult, LeaveResult
 from ..cluster.local import LocalAdapter
 from ..config import App
-from ..history import HistoryStore, should_record
+from ..history import HistoryRecord, HistoryStore, should_record
 from ..protocol.channels import USER_CHANNEL_PREFIX, ChannelKind, channel_kind
 from ..wire import codec
 from ..wire.frames import OP_TEXT, encode_frame
@@ -405,9 +405,36 @@ class Hub:
         kind = channel_kind(channel)
         if kind.is_cache:
             self._adapter.cache_put(app.id, channel, event, data, self._cache_ttl)
-        event_id = self._remember(app, channel, event, data, "api", except_socket_id, None)
-        frame = encode_frame(OP_TEXT, codec.encode_channel_event(event, channel, data, event_id))
-        return self._fanout_topic(app, channel, frame, except_socket_id)
+        message = codec.encode_channel_event(event, channel, data)
+        if self._recording(channel, event, "api"):
+            if self._publish_recorded(app, channel, message, event, data, "api", except_socket_id):
+                return 0  # on its way to every node, this one included
+            event_id = self._remember(app, channel, event, data, "api", except_socket_id, None)
+            message = codec.encode_channel_event(event, channel, data, event_id)
+        return self._fanout_topic(app, channel, encode_frame(OP_TEXT, message), except_socket_id)
+
+    def _recording(self, channel: str, event: str, source: str) -> bool:
+        return self._history is not None and should_record(
+            channel, event, source, client_events=self._history_client_events
+        )
+
+    def _publish_recorded(
+        self,
+        app: App,
+        channel: str,
+        message: bytes,
+        event: str,
+        data: Any,
+        source: str,
+        socket_id: str | None,
+        user_id: Any = None,
+    ) -> bool:
+        """Hand a recorded event to the cluster's shared history, if it keeps one."""
+        record = HistoryRecord(
+            0, event, channel, data, self._wall_clock_ms(), source, socket_id, user_id
+        ).to_json()
+        del record["id"]
+        return self._adapter.publish_recorded(app.id, channel, message, record, socket_id)
 
     def _remember(
         self,
@@ -419,11 +446,8 @@ class Hub:
         socket_id: str | None,
         user_id: Any,
     ) -> int | None:
-        """Record an accepted event in the history, if kept; its id goes into the envelope."""
-        if self._history is None or not should_record(
-            channel, event, source, client_events=self._history_client_events
-        ):
-            return None
+        """Record an accepted event in this node's history; its id goes into the envelope."""
+        assert self._history is not None
         return self._history.append(
             app.id,
             channel,
@@ -439,10 +463,17 @@ class Hub:
         """Relay a validated client event to the channel's other subscribers."""
         app = client.app
         user_id = client.presence_ids.get(channel)
-        event_id = self._remember(app, channel, event, data, "client", client.socket_id, user_id)
-        message = codec.encode_client_event(event, channel, data, user_id, event_id)
-        frame = encode_frame(OP_TEXT, message)
-        count = self._fanout_topic(app, channel, frame, client.socket_id)
+        message = codec.encode_client_event(event, channel, data, user_id)
+        sender = client.socket_id
+        count = 0
+        if not self._recording(channel, event, "client"):
+            count = self._fanout_topic(app, channel, encode_frame(OP_TEXT, message), sender)
+        elif not self._publish_recorded(
+            app, channel, message, event, data, "client", sender, user_id
+        ):
+            event_id = self._remember(app, channel, event, data, "client", sender, user_id)
+            message = codec.encode_client_event(event, channel, data, user_id, event_id)
+            count = self._fanout_topic(app, channel, encode_frame(OP_TEXT, message), sender)
         hook: dict[str, Any] = {
             "name": "client_event",
             "channel": channel,

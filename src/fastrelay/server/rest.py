@@ -418,18 +418,25 @@ class RestApi:
             out["subscription_count"] = counts.subscription_count
         return out
 
-    def trigger(self, request: Request, app: App) -> Response | Awaitable[Response]:
+    def trigger(self, request: Request, app: App) -> _Answer:
         item = self._parse_publish(app, _json_object(request.body))
         self._publish(app, item, request)
+        settled = self._adapter.settled()
+        if not item.info and settled is None:
+            return json_response({})
+        return self._trigger_answer(app, item, settled)
+
+    async def _trigger_answer(
+        self, app: App, item: _Publish, settled: Awaitable[None] | None
+    ) -> Response:
+        if settled is not None:
+            await settled
         if not item.info:
             return json_response({})
-        return self._trigger_info(app, item)
-
-    async def _trigger_info(self, app: App, item: _Publish) -> Response:
         channels = {c: await self._channel_attributes(app, c, item.info) for c in item.channels}
         return json_response({"channels": channels})
 
-    def trigger_batch(self, request: Request, app: App) -> Response | Awaitable[Response]:
+    def trigger_batch(self, request: Request, app: App) -> _Answer:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list):
             raise RestError(400, "The batch field must be an array")
@@ -440,18 +447,25 @@ class RestApi:
         items = [self._parse_publish(app, entry) for entry in batch]  # all or nothing
         for item in items:
             self._publish(app, item, request)
+        settled = self._adapter.settled()
+        if not any(item.info for item in items) and settled is None:
+            return json_response({})
+        return self._batch_answer(app, items, settled)
+
+    async def _batch_answer(
+        self, app: App, items: list[_Publish], settled: Awaitable[None] | None
+    ) -> Response:
+        if settled is not None:
+            await settled
         if not any(item.info for item in items):
             return json_response({})
-        return self._batch_info(app, items)
-
-    async def _batch_info(self, app: App, items: list[_Publish]) -> Response:
         batch = [
             await self._channel_attributes(app, item.channels[0], item.info) if item.info else {}
             for item in items
         ]
         return json_response({"batch": batch})
 
-    def send_to_user(self, request: Request, app: App) -> Response:
+    def send_to_user(self, request: Request, app: App) -> _Answer:
         user_id = unquote(request.params["user_id"])
         if not _USER_ID.fullmatch(user_id):
             raise RestError(400, f"Invalid user id: {user_id[:250]}")
@@ -459,7 +473,19 @@ class RestApi:
         body["channels"] = [USER_CHANNEL_PREFIX + user_id]
         body.pop("channel", None)
         self._publish(app, self._parse_publish(app, body), request)
-        return json_response({})
+        return self._answer_settled(json_response({}))
+
+    def _answer_settled(self, response: Response) -> _Answer:
+        """``response`` once the cluster has taken what this request sent (see settled)."""
+        settled = self._adapter.settled()
+        if settled is None:
+            return response
+        return self._after(settled, response)
+
+    @staticmethod
+    async def _after(settled: Awaitable[None], response: Response) -> Response:
+        await settled
+        return response
 
     # -- queries (HTTP_API.md §3.3–§3.5) -----------------------------------------------------
 
@@ -512,15 +538,23 @@ class RestApi:
             users.append(entry)
         return json_response({"users": users})
 
-    def history(self, request: Request, app: App) -> Response:
-        """RELAY_EXTRAS.md §4: one page of a channel's retained events."""
+    async def history(self, request: Request, app: App) -> Response:
+        """RELAY_EXTRAS.md §4: one page of a channel's retained events.
+
+        From the cluster's shared store when it keeps one (Redis), else this node's.
+        """
         if self._history is None:
             raise RestError(404, "Event history is disabled")
         name = self._channel_param(request, app)
         limit, before, after = parse_history_query(auth.parse_query(request.raw_query))
-        page = self._history.query(
-            app.id, name, limit=limit, before=before, after=after, now_ms=int(self._now() * 1000)
+        now_ms = int(self._now() * 1000)
+        page = await self._adapter.history(
+            app.id, name, limit=limit, before=before, after=after, now_ms=now_ms
         )
+        if page is None:
+            page = self._history.query(
+                app.id, name, limit=limit, before=before, after=after, now_ms=now_ms
+            )
         return json_response(page)
 
     def event_log(self, request: Request, app: App) -> Response:
@@ -532,11 +566,11 @@ class RestApi:
 
     # -- users and tokens --------------------------------------------------------------------
 
-    def terminate(self, request: Request, app: App) -> Response:
+    def terminate(self, request: Request, app: App) -> _Answer:
         user_id = unquote(request.params["user_id"])
         count = self._hub.terminate_user(app.id, user_id)
         self._record(app, "terminated", user_id=user_id, connections=count)
-        return json_response({})
+        return self._answer_settled(json_response({}))
 
     def authorize(self, request: Request, app: App) -> Response:
         result = auth.authorize(
