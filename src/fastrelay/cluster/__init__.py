@@ -1,0 +1,1 @@
+"""Scaling out: adapters that connect this node to others."""
