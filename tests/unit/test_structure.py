@@ -18,6 +18,8 @@ FORBIDDEN = {
     "wire": {"asyncio", "uvloop", "fastrelay.server", "fastrelay.hub", "fastrelay.apps"},
     "protocol": {"asyncio", "uvloop", "fastrelay.server", "fastrelay.apps"},
     "hub": {"asyncio", "uvloop", "fastrelay.server"},
+    # Adapters serve the hub through the Receiver protocol; they never reach into it.
+    "cluster": {"fastrelay.server", "fastrelay.hub", "fastrelay.apps"},
 }
 
 
@@ -46,6 +48,13 @@ def test_layers_import_only_downward(layer):
                 assert not (name == forbidden or name.startswith(forbidden + ".")), (
                     f"{path.name} imports {name}"
                 )
+
+
+@pytest.mark.parametrize("module", ["base.py", "local.py", "resp.py", "scripts.py"])
+def test_the_adapter_seam_and_the_local_adapter_do_no_io(module):
+    # The hub imports these; the Redis transport lives apart from them.
+    for name in _imports(SRC / "cluster" / module):
+        assert name.split(".")[0] not in {"asyncio", "uvloop", "socket"}, f"{module}: {name}"
 
 
 def test_every_error_class_is_in_the_docstring_tree():
