@@ -47,46 +47,6 @@ APP = "1"
 OTHER_APP = "2"
 PREFIX = "conf"
 ONE_NODE = "a LocalAdapter cluster is one node"
-COUNTS_FLUSH_BUG = (
-    "bug: RedisAdapter writes count changes from a call_soon flush (_schedule_flush, "
-    "redis_adapter.py:347-350) but queries queue their command at once (_ask, line 532), so a "
-    "query made in the same loop iteration as the change reaches Redis ahead of the HSET and "
-    "misses it; fix: flush pending counts (if self._flush_scheduled: self._flush()) in _ask"
-)
-EARLIEST_INFO_BUG = (
-    "bug: RedisAdapter keeps the first connection's user_info in the roster (scripts.py JOIN "
-    "sets p:…:i only when count == 0; LEAVE, line 62, and HEARTBEAT's dead-node loop never "
-    "update it while connections remain), so after that connection leaves the roster still "
-    "shows it instead of the earliest still-subscribed connection's (PROTOCOL.md §3.5, as "
-    "LocalMember.user_info does); fix: keep the user's connections in join order (e.g. a "
-    "sorted set scored by an INCR sequence) and rewrite …:i from the earliest remaining one "
-    "when the departing connection is the one it came from"
-)
-LEAVE_OTHER_USER_BUG = (
-    "bug: RedisAdapter's LEAVE script (scripts.py:62) removes the …:m field {node}|{socket} "
-    "without checking it belongs to the user named (ARGV[2]), then decrements that user's "
-    "count: a leave with another user id deletes alice's connection, leaves alice in …:u/:i "
-    "for ever and answers last=True with user_id None (LocalAdapter: a no-op); fix: HGET the "
-    "field first and return nil unless its user key equals ARGV[2]"
-)
-SYNC_RACE_BUG = (
-    "bug: RedisAdapter._sync_presence (redis_adapter.py:203-231) compares the SMEMBERS answer "
-    "with the local presence state as it is when the answer arrives, not as it was when "
-    "_registered sent SMEMBERS: a join made in between (already sent with its own JOIN) is "
-    "taken for unregistered and joined again with limit -1, so a join the cluster rejected "
-    "(limit) is added to Redis anyway (and announced with member_added), orphaned since the "
-    "node no longer holds it; fix: snapshot the memberships in _registered and sync only "
-    "those still held when the answer comes (snapshot ∩ current)"
-)
-STOP_PRESENCE_BUG = (
-    "bug: RedisAdapter.stop() (_goodbye, redis_adapter.py:161-166) deletes the node's "
-    "n:{node}:pres index and removes it from the nodes set but leaves its members in the "
-    "p:{app}:{channel}:m/:u/:i hashes: members still joined at stop() stay in every roster "
-    "forever (no node can reap them any more), though base.py says stop() withdraws them "
-    "(the server itself leaves every connection before stop(), so only other callers are "
-    "hit); fix: drop them as HEARTBEAT drops a dead node's (a script over the pres set, "
-    "returning the users gone) before deleting the index"
-)
 
 
 # -- test doubles and helpers ------------------------------------------------------------------
@@ -467,8 +427,6 @@ async def test_leave_under_another_user_id_is_a_no_op(
 
     (The hub always leaves with the id it joined with, so only a buggy caller gets here.)
     """
-    if adapter_factory.kind == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=LEAVE_OTHER_USER_BUG))
     node = await adapter_factory.node()
     await node.join("presence-room", "1.1", "alice")
     assert await node.leave("presence-room", "1.1", "bob") == LeaveResult(last=False)
@@ -515,8 +473,6 @@ async def test_user_info_is_the_earliest_remaining_connections(
 ) -> None:
     """PROTOCOL.md §3.5: ``hash`` carries the user_info of the user's earliest
     still-subscribed connection."""
-    if adapter_factory.kind == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=EARLIEST_INFO_BUG))
     node = await adapter_factory.node()
     await node.join("presence-room", "1.1", "alice", {"v": 1})
     await node.join("presence-room", "1.2", "alice", {"v": 2})
@@ -611,8 +567,6 @@ async def test_query_right_after_a_change_sees_it(
     adapter_factory: Cluster, request: pytest.FixtureRequest
 ) -> None:
     """No yield between the change and the query: one connection, FIFO, so it must see it."""
-    if adapter_factory.kind == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=COUNTS_FLUSH_BUG))
     node = await adapter_factory.node()
     adapter = node.adapter
     adapter.subscriptions_changed(APP, "news", 2)
@@ -955,7 +909,6 @@ async def test_a_stopped_nodes_counts_vanish_at_once(cluster: Cluster) -> None:
     assert await b.adapter.connections(APP) == 5
 
 
-@pytest.mark.xfail(strict=True, reason=STOP_PRESENCE_BUG)
 async def test_a_stopped_nodes_presence_members_go(cluster: Cluster) -> None:
     """Base.stop(): "Leave the cluster: withdraw this node's presence members and counts"."""
     a, b = await cluster.start(2)
@@ -965,7 +918,6 @@ async def test_a_stopped_nodes_presence_members_go(cluster: Cluster) -> None:
     assert ids(await b.adapter.users(APP, "presence-x")) == ["bob"]
 
 
-@pytest.mark.xfail(strict=True, reason=SYNC_RACE_BUG)
 async def test_a_join_racing_the_registration_keeps_its_limit(cluster: Cluster) -> None:
     """A presence join handled between a (re)connect and the answer to the registration's
     SMEMBERS (clients keep joining while a node reconnects) is decided by its own JOIN."""

@@ -174,11 +174,11 @@ class RedisAdapter(Adapter):
         await self._client.close()
 
     async def _goodbye(self) -> None:
-        await self._client.execute(
-            "EVALSHA", scripts.sha(scripts.NODE_RESET), 1, self._nodes_key, self._node, self._base
+        gone = await self._client.execute(
+            "EVALSHA", scripts.sha(scripts.NODE_LEAVE), 1, self._nodes_key, self._node, self._base
         )
-        await self._client.execute("DEL", self._node_key + ":pres")
-        await self._client.execute("ZREM", self._nodes_key, self._node)
+        self._members_gone(gone)
+        await self._client.execute("PING")  # the member_removed broadcasts are out
 
     def _state(self, connected: bool) -> None:
         if not connected and not self._stopping:
@@ -194,6 +194,7 @@ class RedisAdapter(Adapter):
             scripts.LEAVE,
             scripts.HEARTBEAT,
             scripts.NODE_RESET,
+            scripts.NODE_LEAVE,
             scripts.CHANNELS,
             scripts.CHANNEL,
             scripts.CONNECTIONS,
@@ -218,27 +219,36 @@ class RedisAdapter(Adapter):
             client.send("HSET", f"{self._node_key}:conns", app_id, count)
         if apps:
             client.send("SADD", f"{self._node_key}:apps", *apps)
-        client.call(self._sync_presence, "SMEMBERS", f"{self._node_key}:pres")
-
-    def _sync_presence(self, reply: Any) -> None:
-        """Make Redis hold exactly this node's presence members (after an outage)."""
-        if not isinstance(reply, list):
-            return
-        registered = set(reply)
-        wanted: dict[bytes, tuple[str, str, str, Any, Any]] = {}
-        for app_id, channel, socket_id, user_id, info in self._local.presence_snapshot():
-            wanted[self._membership(app_id, channel, socket_id, user_id)] = (
+        # What this node held when it asked; joins and leaves made after the question go to
+        # Redis on their own, behind it, and must not be redone from a stale view.
+        held = {
+            self._membership(app_id, channel, socket_id, user_id): (
                 app_id,
                 channel,
                 socket_id,
                 user_id,
                 info,
             )
-        for stale in registered - wanted.keys():
+            for app_id, channel, socket_id, user_id, info in self._local.presence_snapshot()
+        }
+        client.call(
+            lambda reply: self._sync_presence(reply, held), "SMEMBERS", f"{self._node_key}:pres"
+        )
+
+    def _sync_presence(self, reply: Any, held: dict[bytes, tuple[str, str, str, Any, Any]]) -> None:
+        """Make Redis hold exactly this node's presence members (after an outage)."""
+        if not isinstance(reply, list):
+            return
+        registered = set(reply)
+        for stale in registered - held.keys():
             app_id, channel, socket_id, key = orjson.loads(stale)
             self._call_leave(app_id, channel, socket_id, key, stale, self._announce_removed)
-        for membership, (app_id, channel, socket_id, user_id, info) in wanted.items():
-            if membership not in registered:
+        still_held = {
+            self._membership(app_id, channel, socket_id, user_id)
+            for app_id, channel, socket_id, user_id, _ in self._local.presence_snapshot()
+        }
+        for membership, (app_id, channel, socket_id, user_id, info) in held.items():
+            if membership not in registered and membership in still_held:
                 self._call_join(
                     app_id,
                     channel,
@@ -292,18 +302,22 @@ class RedisAdapter(Adapter):
                 log.warning("cluster: heartbeat failed: %s", reply)
             return
         gone, others, new = reply
-        for j in range(0, len(gone), 3):
-            app_id, channel = gone[j].decode(), gone[j + 1].decode()
-            user_id = orjson.loads(gone[j + 2])[0]
-            log.info("cluster: %s left %s with a dead node", user_id, channel)
-            if self._receiver is not None:
-                self._receiver.member_gone(app_id, channel, user_id)
+        self._members_gone(gone)
         self._others = {others[j].decode(): int(others[j + 1]) for j in range(0, len(others), 2)}
         if new and not first and not self._stopping:
             # Another node took this one for dead (a stall longer than the timeout) and
             # removed its state: put it back.
             log.warning("cluster: this node was presumed dead; registering its state again")
             self._registered()
+
+    def _members_gone(self, gone: list[bytes]) -> None:
+        """Announce the users that left with a node: (app, channel, member) triples."""
+        for j in range(0, len(gone), 3):
+            app_id, channel = gone[j].decode(), gone[j + 1].decode()
+            user_id = orjson.loads(gone[j + 2])[0]
+            log.info("cluster: user %s left %s with a departed node", user_id, channel)
+            if self._receiver is not None:
+                self._receiver.member_gone(app_id, channel, user_id)
 
     # -- traffic -----------------------------------------------------------------------------
 
@@ -478,17 +492,21 @@ class RedisAdapter(Adapter):
         membership: bytes,
         callback: Callable[[Any], None],
     ) -> None:
+        info = {} if user_info is None else user_info
         self._client.call(
             callback,
             "EVALSHA",
             scripts.sha(scripts.JOIN),
-            4,
+            5,
             *self._presence_keys(app_id, channel),
+            self._base + "joins",
             f"{self._node}|{socket_id}",
-            orjson.dumps([user_id, {} if user_info is None else user_info]),
+            orjson.dumps([user_id, info]),
             user_key(user_id),
             limit,
             membership,
+            orjson.dumps(user_id),
+            orjson.dumps(info),
         )
 
     def _call_leave(
@@ -615,6 +633,8 @@ class RedisAdapter(Adapter):
     # -- queries -----------------------------------------------------------------------------
 
     async def _ask(self, *args: Any) -> Any:
+        if self._flush_scheduled:
+            self._flush()  # counts changed in this iteration go first: the answer includes them
         try:
             return await self._client.execute(*args)
         except (RedisUnavailable, RedisReplyError) as exc:

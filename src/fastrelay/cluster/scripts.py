@@ -7,10 +7,12 @@ Key layout under the base prefix ``B`` (``{RELAY_REDIS_PREFIX}fastrelay:``):
   of apps with such a hash; ``B n:{node}:conns``: hash, app → that node's connections.
 - ``B n:{node}:pres``: set of the node's presence memberships, each a JSON array
   ``[app, channel, socket_id, user_key]``, so a dead node's members can be found.
-- ``B p:{app}:{channel}:m``: hash, ``{node}|{socket_id}`` → ``[user_id, user_info]``, one
-  field per joined connection; ``…:u``: hash, user key → connections of that user;
-  ``…:i``: hash, user key → ``[user_id, user_info]`` as the roster shows it (the first
-  connection's, kept while the user stays).
+- ``B p:{app}:{channel}:m``: hash, ``{node}|{socket_id}`` → that connection's ``user_info``
+  (JSON), one field per joined connection; ``…:id``: hash, user key → the user id (JSON) as
+  first joined; ``…:u``: hash, user key → connections of that user;
+  ``…:o:{user key}``: sorted set of that user's connection fields in join order;
+  ``…:i``: hash, user key → ``[user_id, user_info]`` as the roster shows it (the earliest
+  remaining connection's). ``B joins``: the counter that orders joins.
 - ``B c:{app}:{channel}``: the last event of a cache channel, ``[event, data]``, with a TTL.
 - ``B h:{app}:{channel}:seq``: the channel's last history id (never expires, so ids are never
   reused while Redis keeps its data); ``B h:{app}:{channel}``: list of the newest records
@@ -31,6 +33,7 @@ __all__ = [
     "HISTORY_PUBLISH",
     "JOIN",
     "LEAVE",
+    "NODE_LEAVE",
     "NODE_RESET",
     "sha",
 ]
@@ -47,9 +50,70 @@ local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf
 """
 )
 
-# KEYS: m, u, i, node's pres set. ARGV: field, [user_id, info], user key, limit, membership.
-# Returns {-1} when full, else {1 if first connection of the user anywhere else 0, roster}.
+# Leaves one connection: nil when ``field`` is not a connection of ``ukey`` there, 0 when the
+# user has others (the roster then shows the earliest remaining one's info, PROTOCOL.md §3.5),
+# else the member's [user_id, info].
+_LEAVE_ONE = """
+local function leave_one(pk, field, ukey)
+  local order = pk .. ':o:' .. ukey
+  if redis.call('ZREM', order, field) == 0 then
+    return nil
+  end
+  redis.call('HDEL', pk .. ':m', field)
+  local left = redis.call('HINCRBY', pk .. ':u', ukey, -1)
+  if left > 0 then
+    -- The roster keeps the first joiner's user_id and shows the earliest remaining info.
+    local earliest = redis.call('ZRANGE', order, 0, 0)[1]
+    local id = redis.call('HGET', pk .. ':id', ukey)
+    if earliest and id then
+      local info = redis.call('HGET', pk .. ':m', earliest)
+      redis.call('HSET', pk .. ':i', ukey, '[' .. id .. ',' .. info .. ']')
+    end
+    return 0
+  end
+  redis.call('HDEL', pk .. ':u', ukey)
+  local member = redis.call('HGET', pk .. ':i', ukey) or '[null,{}]'
+  redis.call('HDEL', pk .. ':i', ukey)
+  redis.call('HDEL', pk .. ':id', ukey)
+  return member
+end
+"""
+
+# Removes every presence member and count of ``node``; appends (app, channel, member) to
+# ``gone`` for each user left with no connection.
+_DROP_NODE = (
+    _LEAVE_ONE
+    + """
+local function drop_counts(base, node)
+  local nk = base .. 'n:' .. node
+  for _, app in ipairs(redis.call('SMEMBERS', nk .. ':apps')) do
+    redis.call('DEL', nk .. ':a:' .. app)
+  end
+  redis.call('DEL', nk .. ':apps', nk .. ':conns')
+end
+
+local function drop_node(base, node, gone)
+  local pres = base .. 'n:' .. node .. ':pres'
+  for _, entry in ipairs(redis.call('SMEMBERS', pres)) do
+    local m = cjson.decode(entry)
+    local member = leave_one(base .. 'p:' .. m[1] .. ':' .. m[2], node .. '|' .. m[3], m[4])
+    if member and member ~= 0 then
+      table.insert(gone, m[1])
+      table.insert(gone, m[2])
+      table.insert(gone, member)
+    end
+  end
+  redis.call('DEL', pres)
+  drop_counts(base, node)
+end
+"""
+)
+
+# KEYS: m, u, i, node's pres set, join counter. ARGV: field, [user_id, info], user key, limit,
+# membership, user_id JSON, info JSON. Returns {-1} when full, else {1 if first connection of
+# the user anywhere else 0, roster}.
 JOIN = """
+local pk = string.sub(KEYS[1], 1, -3)
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   return {0, redis.call('HGETALL', KEYS[3])}
 end
@@ -58,12 +122,14 @@ local limit = tonumber(ARGV[4])
 if count == 0 and limit >= 0 and redis.call('HLEN', KEYS[2]) >= limit then
   return {-1}
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[7])
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('ZADD', pk .. ':o:' .. ARGV[3], redis.call('INCR', KEYS[5]), ARGV[1])
 local first = 0
 if count == 0 then
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('HSET', pk .. ':id', ARGV[3], ARGV[6])
   first = 1
 end
 return {first, redis.call('HGETALL', KEYS[3])}
@@ -71,32 +137,18 @@ return {first, redis.call('HGETALL', KEYS[3])}
 
 # KEYS: m, u, i, node's pres set. ARGV: field, user key, membership.
 # Returns the member's [user_id, info] when it was the user's last connection, 0 when not,
-# nil when the connection was not joined (already reaped).
-LEAVE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[3])
+# nil when the connection was not joined as that user (never, or already reaped).
+LEAVE = (
+    _LEAVE_ONE
+    + """
+local member = leave_one(string.sub(KEYS[1], 1, -3), ARGV[1], ARGV[2])
+if member == nil then
   return false
 end
 redis.call('SREM', KEYS[4], ARGV[3])
-local left = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
-if left > 0 then
-  return 0
-end
-redis.call('HDEL', KEYS[2], ARGV[2])
-local member = redis.call('HGET', KEYS[3], ARGV[2]) or '[null,{}]'
-redis.call('HDEL', KEYS[3], ARGV[2])
 return member
 """
-
-_DROP_NODE = """
-local function drop_counts(base, node)
-  local nk = base .. 'n:' .. node
-  for _, app in ipairs(redis.call('SMEMBERS', nk .. ':apps')) do
-    redis.call('DEL', nk .. ':a:' .. app)
-  end
-  redis.call('DEL', nk .. ':apps', nk .. ':conns')
-end
-"""
+)
 
 # KEYS: nodes. ARGV: node, timeout ms, base.
 # Heart-beats for ARGV[1], then removes every node silent for longer than the timeout: its
@@ -112,24 +164,7 @@ local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
 local gone = {}
 for _, node in ipairs(dead) do
-  local pres = base .. 'n:' .. node .. ':pres'
-  for _, entry in ipairs(redis.call('SMEMBERS', pres)) do
-    local m = cjson.decode(entry)
-    local pk = base .. 'p:' .. m[1] .. ':' .. m[2]
-    if redis.call('HDEL', pk .. ':m', node .. '|' .. m[3]) == 1 then
-      local left = redis.call('HINCRBY', pk .. ':u', m[4], -1)
-      if left <= 0 then
-        redis.call('HDEL', pk .. ':u', m[4])
-        local member = redis.call('HGET', pk .. ':i', m[4]) or '[null,{}]'
-        redis.call('HDEL', pk .. ':i', m[4])
-        table.insert(gone, m[1])
-        table.insert(gone, m[2])
-        table.insert(gone, member)
-      end
-    end
-  end
-  redis.call('DEL', pres)
-  drop_counts(base, node)
+  drop_node(base, node, gone)
   redis.call('ZREM', KEYS[1], node)
 end
 local totals = {}
@@ -152,6 +187,17 @@ for _, app in ipairs(apps) do
   table.insert(others, totals[app])
 end
 return {gone, others, new}
+"""
+)
+
+# KEYS: nodes. ARGV: node, base. A node leaving the cluster: returns gone as HEARTBEAT does.
+NODE_LEAVE = (
+    _DROP_NODE
+    + """
+local gone = {}
+drop_node(ARGV[2], ARGV[1], gone)
+redis.call('ZREM', KEYS[1], ARGV[1])
+return gone
 """
 )
 
