@@ -24,6 +24,9 @@ __all__ = ["JsonFormatter", "configure_logging", "main"]
 log = logging.getLogger("fastrelay")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [worker %(worker)s]: %(message)s"
+# Set by the --workers supervisor (fastrelay.server.workers) for each of its server processes.
+_WORKER_INDEX_ENV = "FASTRELAY_WORKER_INDEX"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -60,13 +63,32 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler main() installs, so a second call replaces it instead of adding one."""
 
 
-def configure_logging(config: Config) -> None:
-    """Log to stderr at ``config.log_level``, as text or JSON lines (``config.log_format``)."""
+class _WorkerTag(logging.Filter):
+    """Adds ``worker`` to every record: the workers of one supervisor share a terminal."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(config: Config, worker: int | None = None) -> None:
+    """Log to stderr at ``config.log_level``, as text or JSON lines (``config.log_format``).
+
+    ``worker`` (the index a ``--workers`` supervisor gave this process) tags every line.
+    """
     handler = _Handler(sys.stderr)
     if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter())  # shows record.worker as a "worker" field
+    elif worker is not None:
+        handler.setFormatter(logging.Formatter(WORKER_TEXT_FORMAT))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    if worker is not None:
+        handler.addFilter(_WorkerTag(worker))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
@@ -115,10 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     except SystemExit as exc:  # --help and --version print, then exit through argparse
         return _exit_code(exc)
-    configure_logging(config)
-    for name in unknown_variables(environ):
+    index = environ.get(_WORKER_INDEX_ENV, "")
+    worker = int(index) if index.isdigit() else None
+    configure_logging(config, worker)
+    # A worker's environment is its supervisor's, which has warned already.
+    for name in unknown_variables(environ) if worker is None else ():
         log.warning("ignoring %s: not a setting fastrelay reads (see --help)", name)
     try:
+        if config.workers > 1:
+            from fastrelay.server.workers import run_workers
+
+            # The workers get these same flags and read the same environment and file.
+            return run_workers(config, args)
         from fastrelay.server.node import run
 
         # SIGHUP reads the same flags, environment and config file again, for the app list.

@@ -73,6 +73,8 @@ class Config:
     apps: tuple[App, ...] = (DEFAULT_APP,)
     host: str = "0.0.0.0"
     port: int = 6001
+    workers: int = 1  # server processes sharing the port (server/workers.py); >1 needs Redis
+    reuse_port: bool = False  # SO_REUSEPORT, so several processes can listen on the port
     path_prefix: str = ""
     activity_timeout: int = 30
     ping_interval: float = 60.0
@@ -104,6 +106,9 @@ class Config:
     metrics_prefix: str = "fastrelay_"
     redis_url: str | None = None
     redis_prefix: str = ""
+    # Seconds after which a node that stopped heart-beating in Redis counts as dead: the
+    # other nodes then remove its presence members (RedisAdapter).
+    redis_node_timeout: float = 5.0
     ssl_cert: str | None = None
     ssl_key: str | None = None
     ssl_passphrase: str | None = field(default=None, repr=False)

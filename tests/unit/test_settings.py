@@ -277,6 +277,8 @@ def test_relay_environment_covers_every_server_field() -> None:
     config = load(
         RELAY_HOST="127.0.0.1",
         RELAY_PORT="0",
+        RELAY_WORKERS="4",
+        RELAY_REUSE_PORT="true",
         RELAY_PATH_PREFIX="/p/",
         RELAY_ACTIVITY_TIMEOUT="120",
         RELAY_PING_INTERVAL="1.5",
@@ -305,6 +307,7 @@ def test_relay_environment_covers_every_server_field() -> None:
         RELAY_METRICS_PREFIX="x_",
         RELAY_REDIS_URL="rediss://u:p@r:6390/1",
         RELAY_REDIS_PREFIX="pre",
+        RELAY_REDIS_NODE_TIMEOUT="2.5",
         RELAY_SSL_CERT="c",
         RELAY_SSL_KEY="k",
         RELAY_SSL_PASSPHRASE="pp",
@@ -315,6 +318,8 @@ def test_relay_environment_covers_every_server_field() -> None:
     assert config == Config(
         host="127.0.0.1",
         port=0,
+        workers=4,
+        reuse_port=True,
         path_prefix="/p",
         activity_timeout=120,
         ping_interval=1.5,
@@ -343,6 +348,7 @@ def test_relay_environment_covers_every_server_field() -> None:
         metrics_prefix="x_",
         redis_url="rediss://u:p@r:6390/1",
         redis_prefix="pre",
+        redis_node_timeout=2.5,
         ssl_cert="c",
         ssl_key="k",
         ssl_passphrase="pp",
@@ -424,6 +430,10 @@ def test_flags() -> None:
         "redis://localhost:6379/0",
         "--redis-prefix",
         "fr",
+        "--redis-node-timeout",
+        "0.5",
+        "--workers=3",
+        "--reuse-port",
         "--ssl-cert",
         "c",
         "--ssl-key",
@@ -451,6 +461,7 @@ def test_flags() -> None:
     assert config.shutdown_grace_period == 1
     assert (config.metrics_host, config.metrics_port) == ("127.0.0.1", 0)
     assert (config.redis_url, config.redis_prefix) == ("redis://localhost:6379/0", "fr")
+    assert (config.redis_node_timeout, config.workers, config.reuse_port) == (0.5, 3, True)
     assert (config.ssl_cert, config.ssl_key) == ("c", "k")
     assert config.debug and config.log_level == "error" and config.log_format == "json"
     (app,) = config.apps
@@ -782,6 +793,21 @@ def test_fastrelay_json_config_file_and_environment_patches_first_app(tmp_path: 
     ]
 
 
+def test_workers_settings_in_a_config_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "fastrelay.json",
+        {"workers": 4, "reuse_port": True, "redis_node_timeout": 7, "port": 7000},
+    )
+    config = load(RELAY_CONFIG=path)
+    assert (config.workers, config.reuse_port, config.redis_node_timeout) == (4, True, 7.0)
+    # What a --workers supervisor tells each worker through the environment beats the file.
+    worker = load(RELAY_CONFIG=path, RELAY_WORKERS="1", RELAY_REUSE_PORT="true", RELAY_PORT="0")
+    assert (worker.workers, worker.reuse_port, worker.port) == (1, True, 0)
+    # ...but not a flag, which is why the supervisor takes these flags out of the workers' argv.
+    assert load(["--workers", "4"], RELAY_WORKERS="1").workers == 4
+
+
 def test_relay_apps_beats_file_apps(tmp_path: Path) -> None:
     path = write(tmp_path, "c.json", {"apps": [{"id": "file", "key": "f", "secret": "s"}]})
     apps = json.dumps([{"id": "env", "key": "e", "secret": "s"}])
@@ -1050,6 +1076,17 @@ def test_bad_webhooks(hooks: str, key: str, expected: str) -> None:
             "integer >= 0",
         ),
         ([], {"RELAY_PATH_PREFIX": "/a b"}, "RELAY_PATH_PREFIX='/a b'", "URL path"),
+        ([], {"RELAY_WORKERS": "0"}, "RELAY_WORKERS='0'", "integer >= 1"),
+        (["--workers", "two"], {}, "--workers='two'", "integer >= 1"),
+        ([], {"RELAY_REUSE_PORT": "maybe"}, "RELAY_REUSE_PORT='maybe'", "boolean"),
+        (["--reuse-port=yes"], {}, "argument --reuse-port", "ignored explicit argument"),
+        (
+            [],
+            {"RELAY_REDIS_NODE_TIMEOUT": "0.1"},
+            "RELAY_REDIS_NODE_TIMEOUT='0.1'",
+            "seconds >= 0.5",
+        ),
+        (["--redis-node-timeout", "soon"], {}, "--redis-node-timeout='soon'", "seconds"),
         ([], {"RELAY_METRICS_PREFIX": "bad-prefix"}, "RELAY_METRICS_PREFIX='bad-prefix'", "name"),
         ([], {"RELAY_APP_ALLOWED_ORIGINS": "[]"}, "RELAY_APP_ALLOWED_ORIGINS='[]'", "non-empty"),
         ([], {"RELAY_SSL_CERT": "c.pem"}, "RELAY_SSL_CERT='c.pem'", "RELAY_SSL_KEY"),

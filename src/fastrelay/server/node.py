@@ -31,6 +31,7 @@ from .metrics import Metrics, MetricsServer
 from .rest import RestApi
 from .routes import Request, Response
 from .tls import server_context
+from .workers import notify_ready
 from .ws import Gateway
 
 __all__ = ["Node", "ReloadableAppManager", "run"]
@@ -315,6 +316,7 @@ async def _serve(config: Config, reload: ConfigLoader | None) -> int:
         loop.add_signal_handler(sighup, request_reload)
     # Handlers first: a signal sent as soon as "listening on" is logged must find them.
     await node.start()
+    notify_ready(node.port)
     await stop
     await node.stop()
     # The loop's handlers go with it: a repeated signal now must not kill a clean exit.
