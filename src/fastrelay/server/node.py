@@ -20,6 +20,8 @@ from .. import _accel
 from .._version import __version__
 from ..apps.base import AppManager
 from ..apps.static import StaticAppManager
+from ..cluster.base import Adapter
+from ..cluster.local import LocalAdapter
 from ..config import App, Config
 from ..errors import AppDisabled, AppNotFound, ConfigError
 from ..eventlog import EventLog
@@ -71,6 +73,45 @@ class ReloadableAppManager(AppManager):
         return self._current.all()
 
 
+def _make_adapter(config: Config, loop: asyncio.AbstractEventLoop) -> Adapter:
+    """The cluster seam: Redis when a URL is configured, else this node alone."""
+    if not config.redis_url:
+        return LocalAdapter(loop.time)
+    from ..cluster.redis_adapter import HistoryLimits, RedisAdapter
+
+    history = (
+        HistoryLimits(config.history_max_events, config.history_max_age)
+        if config.history_enabled
+        else None
+    )
+    return RedisAdapter(
+        config.redis_url,
+        loop=loop,
+        prefix=config.redis_prefix,
+        node_timeout=config.redis_node_timeout,
+        history=history,
+    )
+
+
+class _HubReceiver:
+    """What arrives from other nodes, handed to this node's hub."""
+
+    def __init__(self, hub: Hub, apps: AppManager) -> None:
+        self._hub = hub
+        self._apps = apps
+
+    def deliver(self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None) -> None:
+        self._hub.deliver(app_id, topic, frame, except_socket_id)
+
+    def terminate_user(self, app_id: str, user_id: str) -> int:
+        return self._hub.terminate_local_user(app_id, user_id)
+
+    def member_gone(self, app_id: str, channel: str, user_id: Any) -> None:
+        app = self._apps.find_by_id(app_id)
+        if app is not None:
+            self._hub.member_gone(app, channel, user_id)
+
+
 class Node:
     """One server process: owns its state, so several nodes can live in one test process."""
 
@@ -106,7 +147,9 @@ class Node:
             event_log=self._webhook_attempt,
             wall_clock_ms=_wall_ms,
         )
+        self.adapter = _make_adapter(config, self.loop)
         self.hub = Hub(
+            adapter=self.adapter,
             clock=self.loop.time,
             call_later=self.loop.call_later,
             cache_ttl=config.cache_ttl,
@@ -171,6 +214,8 @@ class Node:
 
     async def start(self) -> None:
         await self.webhooks.start()
+        # Joined to the cluster before the first client can arrive.
+        await self.adapter.start(_HubReceiver(self.hub, self.apps))
         config = self.config
         try:
             self._server = await self.loop.create_server(
@@ -178,11 +223,13 @@ class Node:
                 config.host,
                 config.port,
                 reuse_address=True,
+                reuse_port=config.reuse_port or None,
                 backlog=4096,
                 ssl=self.ssl_context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.ssl_context else None,
             )
         except OSError as exc:
+            await self.adapter.stop()
             await self.webhooks.close(0.0)
             raise ConfigError(
                 f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
@@ -200,12 +247,6 @@ class Node:
         )
         for app in self.config.apps:
             log.info("app id=%s key=%s enabled=%s", app.id, app.key, app.enabled)
-        if config.redis_url:
-            # Never a silent split brain: say plainly that nodes do not share state yet.
-            log.warning(
-                "a Redis URL is configured, but this version runs as a single node: scaling "
-                "out over Redis is not implemented yet, so each node sees only its own clients"
-            )
         scheme = "https" if self.ssl_context is not None else "http"
         # Keep HOST:PORT at the end: scripts and the test harness read the port from this line.
         log.info("fastrelay listening on %s://%s:%d", scheme, self.config.host, self.port)
@@ -234,6 +275,8 @@ class Node:
         # they flush while the clients finish closing, each within the whole grace period.
         self.gateway.begin_close()
         await asyncio.gather(self.gateway.wait_closed(grace), self.webhooks.close(grace))
+        # After the clients: their presence leaves reach the cluster before the node leaves it.
+        await self.adapter.stop()
         if self._server is not None:
             await self._server.wait_closed()
         if self.metrics_server is not None:
