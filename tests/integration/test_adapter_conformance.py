@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 from redisserver import RedisServer, redis_server
 
+from fastrelay.cluster import scripts
 from fastrelay.cluster.base import (
     Adapter,
     CachedEvent,
@@ -962,3 +963,20 @@ async def test_prefixes_keep_clusters_apart(redis_server: RedisServer) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_flushed_script_cache_is_loaded_again(cluster: Cluster) -> None:
+    (a,) = await cluster.start(1, node_timeout=0.5)
+    await a.join("presence-x", "a.1", "before")
+    await cluster.redis("SCRIPT", "FLUSH")
+
+    async def joins_work_again() -> bool:
+        # While the scripts are gone a join falls back to this node's own view; once the next
+        # heartbeat has reloaded them, the join is the cluster's again (the roster from Redis).
+        result = await a.join("presence-x", "a.2", "after")
+        await a.leave("presence-x", "a.2", "after")
+        loaded = await cluster.redis("SCRIPT", "EXISTS", scripts.sha(scripts.JOIN))
+        return loaded == "1" and sorted(map(str, result.roster["ids"])) == ["after", "before"]
+
+    await eventually(joins_work_again, "the scripts are back")
+    assert ids(await a.adapter.users(APP, "presence-x")) == ["before"]

@@ -300,6 +300,9 @@ class RedisAdapter(Adapter):
         if not isinstance(reply, list):
             if isinstance(reply, RedisReplyError):
                 log.warning("cluster: heartbeat failed: %s", reply)
+                if reply.prefix == "NOSCRIPT":
+                    # Someone flushed Redis's script cache: load ours again, re-register.
+                    self._registered()
             return
         gone, others, new = reply
         self._members_gone(gone)
