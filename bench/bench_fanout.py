@@ -36,6 +36,17 @@ class NoopTransport:
         return 0
 
 
+class BuiltinTransport:
+    """Like uvloop's transport, its methods are C functions: no Python frame per write.
+
+    ``write`` is ``len`` and ``get_write_buffer_size`` is ``int`` (``int()`` is 0); neither is
+    a descriptor, so ``transport.write(data)`` calls ``len(data)``.
+    """
+
+    write = len
+    get_write_buffer_size = int
+
+
 def load(twin: str) -> ModuleType | None:
     try:
         return importlib.import_module(f"fastrelay.hub._fanout_{twin}")
@@ -68,6 +79,27 @@ def fanout_case(fan: ModuleType, count: int, except_id: str | None) -> Callable[
     return lambda: run(FRAME, values, except_id)
 
 
+def corked_case(fan: ModuleType, count: int) -> Callable[[], object]:
+    """As the server runs it: outlets share a Corker; one publish queues a frame on each, then
+    the end-of-iteration flush writes each outlet's queue with one C-level ``write``."""
+    corker = fan.Corker(lambda callback: None)  # flushed by hand below
+    outlets = {
+        f"{i}.{i * 7}": fan.Outlet(
+            f"{i}.{i * 7}", BuiltinTransport(), 1 << 20, lambda: None, corker
+        )
+        for i in range(count)
+    }
+    values = outlets.values()
+    run, flush = fan.fanout, corker.flush
+
+    def publish() -> None:
+        run(FRAME, values, None)
+        flush()
+
+    publish()
+    return publish
+
+
 def fmt(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
@@ -97,6 +129,16 @@ def main() -> None:
                 f"| fanout {count:,} outlets, {label} | {fmt(py)} | {fmt(c)} | {ratio} "
                 f"| {per_py} | {per_c} |"
             )
+    for count in COUNTS:
+        times = median_per_op({t: corked_case(fan, count) for t, fan in twins.items() if fan})
+        py, c = times.get("py"), times.get("c")
+        ratio = f"{py / c:.2f}x" if py and c else "n/a"
+        per_py = fmt(py / count) if py else "n/a"
+        per_c = fmt(c / count) if c else "n/a"
+        print(
+            f"| corked fanout + flush, {count:,} outlets, C-level write | {fmt(py)} | {fmt(c)} "
+            f"| {ratio} | {per_py} | {per_c} |"
+        )
     if twins["c"] is None:
         print("\nThe compiled twin is not built: run the build_ext step first.")
 
