@@ -339,6 +339,22 @@ async def test_channel_queries_sum_over_nodes(nodes: Any) -> None:
     assert json.loads(raw) == {"connections": 0, "channels": 0}
 
 
+async def test_cluster_queries_feed_the_adapter_latency_metric(nodes: Any) -> None:
+    (node,) = nodes(1, RELAY_METRICS_ENABLED="true", RELAY_METRICS_PORT="0")
+    metrics_port = int(node.wait_for_log("metrics listening on").rsplit(":", 1)[1])
+    for _ in range(3):
+        status, _ = api(node, "GET", f"/apps/{APP_ID}/channels")
+        assert status == 200
+    status, _, raw = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
+    counts = [
+        line
+        for line in raw.decode().splitlines()
+        if line.startswith("fastrelay_adapter_latency_seconds_count")
+        and f'app_id="{APP_ID}"' in line
+    ]
+    assert len(counts) == 1 and float(counts[0].rsplit(" ", 1)[1]) == 3.0, counts
+
+
 async def test_publish_info_counts_are_cluster_wide(nodes: Any) -> None:
     a, b = nodes(2)
     for node in (a, b):

@@ -107,6 +107,7 @@ class RedisAdapter(Adapter):
         node_timeout: float = 5.0,
         node_id: str | None = None,
         history: HistoryLimits | None = None,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self._loop = loop
         self._base = _base(prefix)
@@ -132,6 +133,8 @@ class RedisAdapter(Adapter):
         self._others: dict[str, int] = {}  # app → connections on the other nodes
         self._heartbeat: asyncio.Task[None] | None = None
         self._history = history
+        # Told (app, seconds) for every query round trip: the adapter latency metric.
+        self._observe = observe
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -400,7 +403,8 @@ class RedisAdapter(Adapter):
             return None
         key = f"{self._base}h:{app_id}:{channel}"
         raw, epoch = await asyncio.gather(
-            self._ask("LRANGE", key, 0, -1), self._ask("GET", self._base + "h:epoch")
+            self._ask(app_id, "LRANGE", key, 0, -1),
+            self._ask(app_id, "GET", self._base + "h:epoch"),
         )
         cutoff = now_ms - int(self._history.max_age * 1000)
         visible = [
@@ -635,39 +639,46 @@ class RedisAdapter(Adapter):
 
     # -- queries -----------------------------------------------------------------------------
 
-    async def _ask(self, *args: Any) -> Any:
+    async def _ask(self, app_id: str, *args: Any) -> Any:
+        """One query round trip, timed for ``adapter_latency_seconds``."""
         if self._flush_scheduled:
             self._flush()  # counts changed in this iteration go first: the answer includes them
+        started = self._loop.time()
         try:
-            return await self._client.execute(*args)
+            reply = await self._client.execute(*args)
         except (RedisUnavailable, RedisReplyError) as exc:
             raise ClusterUnavailable(str(exc)) from None
+        if self._observe is not None:
+            self._observe(app_id, self._loop.time() - started)
+        return reply
 
     def _script_args(self, script: str) -> tuple[Any, ...]:
         return ("EVALSHA", scripts.sha(script), 1, self._nodes_key, self._base, self._timeout_ms)
 
     async def channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
-        flat = await self._ask(*self._script_args(scripts.CHANNELS), app_id, prefix)
+        flat = await self._ask(app_id, *self._script_args(scripts.CHANNELS), app_id, prefix)
         return {
             flat[j].decode(): ChannelCounts(int(flat[j + 1]), int(flat[j + 2]))
             for j in range(0, len(flat), 3)
         }
 
     async def channel(self, app_id: str, name: str) -> ChannelCounts:
-        count, users = await self._ask(*self._script_args(scripts.CHANNEL), app_id, name)
+        count, users = await self._ask(app_id, *self._script_args(scripts.CHANNEL), app_id, name)
         return ChannelCounts(int(count), int(users) if channel_kind(name).is_presence else 0)
 
     async def users(self, app_id: str, channel: str) -> list[tuple[Any, Any]]:
-        flat = await self._ask("HGETALL", self._presence_keys(app_id, channel)[2])
+        flat = await self._ask(app_id, "HGETALL", self._presence_keys(app_id, channel)[2])
         roster, infos = _roster(flat)
         return [(user_id, infos[user_key(user_id)]) for user_id in roster["ids"]]
 
     async def connections(self, app_id: str) -> int:
-        return int(await self._ask(*self._script_args(scripts.CONNECTIONS), app_id))
+        return int(await self._ask(app_id, *self._script_args(scripts.CONNECTIONS), app_id))
 
     async def cached(self, app_id: str, channel: str) -> CachedEvent | None:
         key = self._cache_key(app_id, channel)
-        value, ttl_ms = await asyncio.gather(self._ask("GET", key), self._ask("PTTL", key))
+        value, ttl_ms = await asyncio.gather(
+            self._ask(app_id, "GET", key), self._ask(app_id, "PTTL", key)
+        )
         if value is None:
             return None
         event, data = orjson.loads(value)

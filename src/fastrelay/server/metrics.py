@@ -87,7 +87,7 @@ class Counters:
         self.adapter_latency_sum = 0.0
 
     def observe_adapter_latency(self, seconds: float) -> None:
-        """Record one adapter round trip (a placeholder until a multi-node adapter exists)."""
+        """Record one adapter round trip (a cluster query: Redis with RELAY_REDIS_URL)."""
         index = 0
         for bound in LATENCY_BUCKETS:
             if seconds <= bound:
@@ -130,6 +130,12 @@ class Metrics:
         if counters is not None:
             counters.ws_messages_sent += frames
             counters.socket_transmitted_bytes += nbytes
+
+    def adapter_latency(self, app_id: str, seconds: float) -> None:
+        """The cluster adapter's hook: one query round trip for the app took ``seconds``."""
+        counters = self.apps.get(app_id)
+        if counters is not None:
+            counters.observe_adapter_latency(seconds)
 
     def http_call(self, app_id: str, received: int, transmitted: int) -> None:
         counters = self.apps.get(app_id)

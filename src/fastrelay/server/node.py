@@ -73,7 +73,7 @@ class ReloadableAppManager(AppManager):
         return self._current.all()
 
 
-def _make_adapter(config: Config, loop: asyncio.AbstractEventLoop) -> Adapter:
+def _make_adapter(config: Config, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> Adapter:
     """The cluster seam: Redis when a URL is configured, else this node alone."""
     if not config.redis_url:
         return LocalAdapter(loop.time)
@@ -90,6 +90,7 @@ def _make_adapter(config: Config, loop: asyncio.AbstractEventLoop) -> Adapter:
         prefix=config.redis_prefix,
         node_timeout=config.redis_node_timeout,
         history=history,
+        observe=metrics.adapter_latency,
     )
 
 
@@ -147,7 +148,7 @@ class Node:
             event_log=self._webhook_attempt,
             wall_clock_ms=_wall_ms,
         )
-        self.adapter = _make_adapter(config, self.loop)
+        self.adapter = _make_adapter(config, self.loop, self.metrics)
         self.hub = Hub(
             adapter=self.adapter,
             clock=self.loop.time,
