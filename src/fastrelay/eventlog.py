@@ -131,14 +131,48 @@ def redact_message(message: str) -> str:
     return message
 
 
+# An api_publish entry as record_publish keeps it, a dict only once queried: (id, time_ms,
+# event, channels, data_size, excluded_socket_id, endpoint).
+_PublishTuple = tuple[int, int, str, tuple[str, ...], int, str | None, str]
+_Entry = dict[str, Any] | _PublishTuple
+
+
 class _AppLog:
-    """One app's ring buffer; entry ids are consecutive, so ``entries[i]["id"] == first + i``."""
+    """One app's ring buffer; entry ids are consecutive, so ``entries[i]["id"] == first + i``.
+
+    An entry is a dict, or a tuple from :meth:`EventLog.record_publish` that :func:`_as_dict`
+    turns into one when it is read.
+    """
 
     __slots__ = ("entries", "last_id")
 
     def __init__(self, size: int) -> None:
-        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self.entries: deque[_Entry] = deque(maxlen=size)
         self.last_id = 0
+
+
+def _as_dict(entry: _Entry) -> dict[str, Any]:
+    """The dict of a stored entry: the same keys, in the same order, as :meth:`EventLog.record`
+    would have stored for it."""
+    if type(entry) is not tuple:
+        return entry  # type: ignore[return-value]
+    id_, time_ms, event, channels, data_size, excluded_socket_id, endpoint = entry
+    out: dict[str, Any] = {
+        "id": id_,
+        "time_ms": time_ms,
+        "type": "api_publish",
+        "event": event,
+        "channels": channels,
+        "data_size": data_size,
+    }
+    if excluded_socket_id is not None:
+        out["excluded_socket_id"] = excluded_socket_id
+    out["endpoint"] = endpoint
+    return out
+
+
+def _entry_id(entry: _Entry) -> int:
+    return entry[0] if type(entry) is tuple else entry["id"]  # type: ignore[call-overload]
 
 
 def _to_json(entry: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +236,28 @@ class EventLog:
             entry[name] = tuple(value) if isinstance(value, (list, tuple)) else value
         log.entries.append(entry)
 
+    def record_publish(
+        self,
+        app_id: str,
+        time_ms: int,
+        event: str,
+        channels: tuple[str, ...],
+        data_size: int,
+        excluded_socket_id: str | None,
+        endpoint: str,
+    ) -> None:
+        """``record(app_id, "api_publish", time_ms, event=…, channels=…, …)``, for the HTTP
+        API's hot path: the entry is kept as a tuple and becomes a dict only when queried."""
+        if not self._enabled:
+            return
+        log = self._apps.get(app_id)
+        if log is None:
+            log = self._apps[app_id] = _AppLog(self._size)
+        log.last_id = id_ = log.last_id + 1
+        log.entries.append(
+            (id_, time_ms, event, channels, data_size, excluded_socket_id, endpoint)
+        )
+
     def query(self, app_id: str, params: Mapping[str, str]) -> dict[str, Any]:
         """The §5.3 body for the decoded query ``params`` (§5.2).
 
@@ -230,15 +286,16 @@ class EventLog:
         if log is None or not log.entries:
             return {"events": [], "has_more": False, "oldest_id": None, "newest_id": None}
         entries = log.entries
-        oldest_id = entries[0]["id"]
-        newest_id = entries[-1]["id"]
+        oldest_id = _entry_id(entries[0])
+        newest_id = _entry_id(entries[-1])
 
-        candidates: Iterable[dict[str, Any]] = entries
+        stored: Iterable[_Entry] = entries
         if after is not None:
             if after >= newest_id:
-                candidates = ()
+                stored = ()
             elif after >= oldest_id:
-                candidates = islice(entries, after - oldest_id + 1, None)
+                stored = islice(entries, after - oldest_id + 1, None)
+        candidates: Iterable[dict[str, Any]] = map(_as_dict, stored)
         if types or exact:
             candidates = (e for e in candidates if _matches(e, types, exact))
         matching = list(candidates)

@@ -76,8 +76,15 @@ def parse_query(raw_query: str, plus_as_space: bool = False) -> dict[str, str]:
     ``plus_as_space``, which is also how form bodies are read. A repeated name keeps its last
     value; a field without ``=`` has the value ``""``.
     """
-    decode = unquote_plus if plus_as_space else unquote
     params: dict[str, str] = {}
+    if "%" not in raw_query and not (plus_as_space and "+" in raw_query):
+        # Nothing to decode (what SDKs send for a publish): the fields as they are.
+        for field in raw_query.split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                params[name.lower()] = value
+        return params
+    decode = unquote_plus if plus_as_space else unquote
     for field in raw_query.split("&"):
         if field:
             name, _, value = field.partition("=")

@@ -72,7 +72,12 @@ class HttpConnection(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self._task: asyncio.Future[None] | None = None  # the awaitable handler running
         self._request_timeout = request_timeout
-        self._deadline: asyncio.TimerHandle | None = None  # for the request being received
+        # One timer at a time, re-armed lazily: it fires at most request_timeout after the
+        # start of the request being received, which it then checks (see _deadline_passed).
+        self._deadline: asyncio.TimerHandle | None = None
+        self._started = 0.0  # loop time of the current request's first byte
+        self._seen_request = False  # a request has begun on this connection
+        self._reading_paused = False  # we paused the transport's reading
         self._in_request = False  # between a request's first byte and its end
         self._in_head = False  # ...and before the end of its headers
         self._head_began_now = False  # the head started in the chunk being parsed
@@ -94,7 +99,9 @@ class HttpConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        self._arm_deadline()
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._arm_deadline(self._request_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -133,7 +140,7 @@ class HttpConnection(asyncio.Protocol):
         # The client does not read its answers: read no more requests until it does.
         self._write_paused = True
         if self._transport is not None and not self._closing:
-            self._transport.pause_reading()
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -141,10 +148,9 @@ class HttpConnection(asyncio.Protocol):
 
     # -- request deadline (slowloris) --------------------------------------------------------
 
-    def _arm_deadline(self) -> None:
+    def _arm_deadline(self, delay: float) -> None:
         if self._deadline is None:
-            loop = asyncio.get_running_loop()
-            self._deadline = loop.call_later(self._request_timeout, self._deadline_passed)
+            self._deadline = self._loop.call_later(delay, self._deadline_passed)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -155,13 +161,21 @@ class HttpConnection(asyncio.Protocol):
         self._deadline = None
         if self._closing or self._transport is None:
             return
-        if self._busy or self._queue or self._write_paused:
-            self._arm_deadline()  # reading is held up on our side: not the client's delay
-            return
         if not self._in_request:
+            if self._seen_request:
+                return  # idle between requests: not timed; the next request re-arms
             # Connected and sent nothing: no request to answer, so no 408 to misread later.
             self._closing = True
             self._transport.close()
+            return
+        if self._busy or self._queue or self._write_paused:
+            # Reading is held up on our side: not the client's delay.
+            self._arm_deadline(self._request_timeout)
+            return
+        remaining = self._started + self._request_timeout - self._loop.time()
+        if remaining > 0:
+            # Armed for an earlier request; this one began later and still has time.
+            self._arm_deadline(remaining)
             return
         log.info("request from %s incomplete after %gs", self._remote, self._request_timeout)
         self._fail(408, "Request timeout")
@@ -169,10 +183,17 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._reset()
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = self._header_count = self._head_bytes = 0
         self._in_request = self._in_head = self._head_began_now = True
-        self._head_bytes = 0
-        self._arm_deadline()
+        if self._seen_request:
+            self._started = self._loop.time()
+        else:  # a new connection's first request is timed from connecting
+            self._seen_request = True
+        if self._deadline is None:
+            self._deadline = self._loop.call_later(self._request_timeout, self._deadline_passed)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -183,18 +204,23 @@ class HttpConnection(asyncio.Protocol):
             raise _TooManyHeaders
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous}, {text}"
+        headers = self._headers
+        if key in headers:
+            headers[key] = f"{headers[key]}, {text}"
+        else:
+            headers[key] = text
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        headers = self._headers
         # A declared length over the limit is refused now, not after reading the body.
-        length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._max_body:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
             raise _BodyTooLarge
         # curl sends "Expect: 100-continue" with bigger bodies and waits a second for this
         # before sending them. Earlier requests are all answered unless a handler is running.
-        expects = self._headers.get("expect", "").lower() == "100-continue"
+        expect = headers.get("expect")
+        expects = expect is not None and expect.lower() == "100-continue"
         if expects and not self._busy and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -205,24 +231,49 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        # The deadline timer stays armed: when it fires it finds no request in progress.
         self._in_request = False
-        self._cancel_deadline()
-        url = httptools.parse_url(self._url)
+        parser = self._parser
+        raw = self._url
+        if raw[:1] == b"/" and b"#" not in raw:
+            # Origin form, the usual case: what parse_url would return, without its objects.
+            path, _, query = raw.partition(b"?")
+            url_path = path.decode("latin-1")
+            url_query = query.decode("latin-1")
+        else:
+            url = httptools.parse_url(raw)
+            url_path = url.path.decode("latin-1") if url.path else "/"
+            url_query = url.query.decode("latin-1") if url.query else ""
+        method = parser.get_method()
+        body = self._body
         request = Request(
-            method=self._parser.get_method().decode("ascii", "replace"),
-            path=url.path.decode("latin-1") if url.path else "/",
-            raw_query=url.query.decode("latin-1") if url.query else "",
-            headers=self._headers,
-            body=b"".join(self._body),
-            remote_addr=self._remote,
+            _METHODS.get(method) or method.decode("ascii", "replace"),
+            url_path,
+            url_query,
+            self._headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            self._remote,
         )
-        if self._parser.should_upgrade():
+        if parser.should_upgrade():
             # httptools raises HttpParserUpgrade right after this; the request waits there.
+            # The timer would keep this object alive after the WebSocket takes over.
+            self._cancel_deadline()
             self._pending_upgrade = request
             return
-        http10 = self._parser.get_http_version() == "1.0"
-        self._queue.append((request, self._parser.should_keep_alive(), http10))
-        self._drain()
+        keep_alive = parser.should_keep_alive()
+        http10 = parser.get_http_version() == "1.0"
+        if self._queue or self._busy or self._closing:
+            self._queue.append((request, keep_alive, http10))
+            self._drain()
+            return
+        # Nothing ahead of it: answered now, without the trip through the queue.
+        result = self._dispatch(request)
+        if result.__class__ is not Response and inspect.isawaitable(result):
+            self._wait_for(result, request, keep_alive, http10)
+            return
+        self._write(result, request, keep_alive, http10)
+        if self._reading_paused and not self._closing and not self._write_paused:
+            self._resume_reading()
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -230,19 +281,32 @@ class HttpConnection(asyncio.Protocol):
         while self._queue and not self._busy and not self._closing:
             request, keep_alive, http10 = self._queue.popleft()
             result = self._dispatch(request)
-            if inspect.isawaitable(result):
-                self._busy = True
-                # Kept: the loop holds tasks only weakly, so an unreferenced one may vanish.
-                self._task = asyncio.ensure_future(
-                    self._finish(result, request, keep_alive, http10)
-                )
+            if result.__class__ is not Response and inspect.isawaitable(result):
+                self._wait_for(result, request, keep_alive, http10)
                 return
             self._write(result, request, keep_alive, http10)
         if self._transport is not None and not self._closing:
             if len(self._queue) > MAX_PIPELINED:
-                self._transport.pause_reading()
-            elif not self._busy and not self._write_paused:
-                self._transport.resume_reading()
+                self._pause_reading()
+            elif not self._busy and not self._write_paused and self._reading_paused:
+                self._resume_reading()
+
+    def _wait_for(
+        self, pending: Awaitable[Response], request: Request, keep_alive: bool, http10: bool
+    ) -> None:
+        self._busy = True
+        # Kept: the loop holds tasks only weakly, so an unreferenced one may vanish.
+        self._task = asyncio.ensure_future(self._finish(pending, request, keep_alive, http10))
+
+    def _pause_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = True
+        self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = False
+        self._transport.resume_reading()
 
     async def _finish(
         self, pending: Awaitable[Response], request: Request, keep_alive: bool, http10: bool
@@ -306,7 +370,7 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()
-        transport.resume_reading()  # pipelining may have paused it; input must drain
+        self._resume_reading()  # pipelining may have paused it; input must drain
         self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     # -- WebSocket upgrade -------------------------------------------------------------------
@@ -334,6 +398,12 @@ class HttpConnection(asyncio.Protocol):
         self._closing = True
         protocol = self._upgrade(transport, request, rest)
         transport.set_protocol(protocol)
+
+
+_METHODS = {
+    name.encode(): name
+    for name in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
+}
 
 
 class _BodyTooLarge(Exception):

@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Handler", "Request", "Response", "Router", "error_response", "json_response"]
+__all__ = [
+    "EMPTY_OK",
+    "Handler",
+    "Request",
+    "Response",
+    "Router",
+    "error_response",
+    "json_response",
+]
 
 _CORS = (
     b"Access-Control-Allow-Origin: *\r\n"
@@ -18,6 +26,7 @@ _CORS = (
     b"Access-Control-Allow-Headers: Origin, Content-Type, X-Auth-Token, X-Requested-With, "
     b"Accept, Authorization, X-CSRF-TOKEN, XSRF-TOKEN, X-Socket-Id\r\n"
 )
+_CORS_END = _CORS + b"\r\n"  # the CORS headers close every head
 
 
 @dataclass(slots=True)
@@ -46,22 +55,45 @@ class Response:
         ``http10``: the request was HTTP/1.0, whose clients assume the connection closes unless
         the response says ``Connection: keep-alive``.
         """
-        reason = HTTPStatus(self.status).phrase
-        lines = [f"HTTP/1.1 {self.status} {reason}\r\n".encode()]
-        if self.status != 204:
-            lines.append(f"Content-Type: {self.content_type}\r\n".encode())
-            lines.append(f"Content-Length: {len(self.body)}\r\n".encode())
+        status = self.status
+        out = _STATUS_LINES.get(status) or _status_line(status)
+        if status != 204:
+            content_type = _CONTENT_TYPES.get(self.content_type) or _content_type(
+                self.content_type
+            )
+            out += content_type + b"Content-Length: %d\r\n" % len(self.body)
         for name, value in self.headers:
-            lines.append(f"{name}: {value}\r\n".encode())
+            out += f"{name}: {value}\r\n".encode()
         if not keep_alive:
-            lines.append(b"Connection: close\r\n")
+            out += b"Connection: close\r\n"
         elif http10:
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(_CORS)
-        lines.append(b"\r\n")
-        if not head and self.status != 204:
-            lines.append(self.body)
-        return b"".join(lines)
+            out += b"Connection: keep-alive\r\n"
+        if head or status == 204:
+            return out + _CORS_END
+        return out + _CORS_END + self.body
+
+
+# Encoded once per status and content type: building them costs more than the rest of a reply.
+_STATUS_LINES: dict[int, bytes] = {}
+_CONTENT_TYPES: dict[str, bytes] = {}
+_MAX_CONTENT_TYPES = 64  # handlers use a handful; the bound is only a safety net
+
+
+def _status_line(status: int) -> bytes:
+    line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+    _STATUS_LINES[status] = line
+    return line
+
+
+def _content_type(content_type: str) -> bytes:
+    line = f"Content-Type: {content_type}\r\n".encode()
+    if len(_CONTENT_TYPES) < _MAX_CONTENT_TYPES:
+        _CONTENT_TYPES[content_type] = line
+    return line
+
+
+EMPTY_OK = Response(200, b"{}")
+"""``200 {}``, the answer of most API calls; shared, so never to be changed."""
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -79,12 +111,21 @@ Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
 class Router:
-    """Routes ``(method, path pattern)`` to handlers; ``{name}`` matches one path segment."""
+    """Routes ``(method, path pattern)`` to handlers; ``{name}`` matches one path segment.
+
+    What a path resolves to is remembered (up to ROUTE_CACHE_SIZE paths, then forgotten all at
+    once), so a client repeating one call costs a dictionary lookup instead of a walk through
+    the patterns. The path parameters returned are then shared between requests: read them,
+    never change them.
+    """
 
     def __init__(self) -> None:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        # path -> (handlers by method, path parameters, allowed methods)
+        self._cache: dict[str, tuple[dict[str, Handler], dict[str, str], str]] = {}
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._cache.clear()
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         for existing, handlers in self._routes:
             if existing.pattern == regex.pattern:
@@ -94,12 +135,24 @@ class Router:
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], str]:
         """Return ``(handler, path params, allowed methods)``; handler None → 404 or 405."""
+        found = self._cache.get(path)
+        if found is None:
+            found = self._match(path)
+            if len(self._cache) >= ROUTE_CACHE_SIZE:
+                self._cache.clear()  # any path may be asked for: the cache must stay bounded
+            self._cache[path] = found
+        handlers, params, allowed = found
+        handler = handlers.get(method)
+        if handler is None and method == "HEAD":
+            handler = handlers.get("GET")
+        return handler, params, allowed
+
+    def _match(self, path: str) -> tuple[dict[str, Handler], dict[str, str], str]:
         for regex, handlers in self._routes:
             match = regex.match(path)
-            if match is None:
-                continue
-            handler = handlers.get(method)
-            if handler is None and method == "HEAD":
-                handler = handlers.get("GET")
-            return handler, match.groupdict(), ", ".join(sorted(handlers))
-        return None, {}, ""
+            if match is not None:
+                return handlers, match.groupdict(), ", ".join(sorted(handlers))
+        return {}, {}, ""
+
+
+ROUTE_CACHE_SIZE = 1024
