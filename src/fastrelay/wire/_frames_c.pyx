@@ -8,7 +8,12 @@ UTF-8 without building a ``str``.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_FromStringAndSize,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
@@ -146,7 +151,8 @@ cdef class FrameParser:
 
     cdef Py_ssize_t _max_size
     cdef bint _require_mask
-    # Received, not yet consumed; only ever a partial frame between feed calls.
+    # Received, not yet consumed; only ever a partial frame between feed calls. None when
+    # empty, as is _m_buf: an idle connection keeps no buffers at all.
     cdef bytearray _buf
     cdef object _error
     cdef bint _closed  # a Close frame was delivered: the rest of the stream is dropped
@@ -161,10 +167,6 @@ cdef class FrameParser:
     # bytearray, not a list of fragments: a flood of tiny fragments costs only its payload.
     cdef int _m_opcode
     cdef bytearray _m_buf
-
-    def __cinit__(self):
-        self._buf = bytearray()
-        self._m_buf = bytearray()
 
     def __init__(self, Py_ssize_t max_message_size, bint require_mask=True):
         if max_message_size < 0:
@@ -183,21 +185,23 @@ cdef class FrameParser:
             return []
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            have = PyByteArray_GET_SIZE(self._buf)
-            if have == 0:
+            if self._buf is None:
                 # Nothing buffered (the common case): parse the caller's bytes in place and
                 # keep only an unfinished tail.
                 used = self._parse(<const uint8_t*>view.buf, view.len, out)
                 rest = view.len - used
                 if rest:
-                    PyByteArray_Resize(self._buf, rest)
-                    memcpy(PyByteArray_AS_STRING(self._buf), <char*>view.buf + used, rest)
+                    self._buf = PyByteArray_FromStringAndSize(<char*>view.buf + used, rest)
             else:
+                have = PyByteArray_GET_SIZE(self._buf)
                 self._buf.extend(data)
                 used = self._parse(<const uint8_t*>PyByteArray_AS_STRING(self._buf),
                                    have + view.len, out)
-                # One compaction per call; CPython drops a bytearray prefix cheaply.
-                del self._buf[:used]
+                if used == have + view.len:
+                    self._buf = None
+                else:
+                    # One compaction per call; CPython drops a bytearray prefix cheaply.
+                    del self._buf[:used]
         except WebSocketError as exc:
             self._error = exc
             raise
@@ -238,6 +242,8 @@ cdef class FrameParser:
             # A fragment: unmask it onto the end of the message buffer.
             if opcode != _CONT:
                 self._m_opcode = opcode
+            if self._m_buf is None:
+                self._m_buf = bytearray()
             have = PyByteArray_GET_SIZE(self._m_buf)
             PyByteArray_Resize(self._m_buf, have + self._f_len)
             dst = <uint8_t*>PyByteArray_AS_STRING(self._m_buf) + have
@@ -251,7 +257,7 @@ cdef class FrameParser:
                                                     PyByteArray_GET_SIZE(self._m_buf))
                 opcode = self._m_opcode
                 self._m_opcode = 0
-                self._m_buf = bytearray()  # a new one: do not keep a large buffer alive
+                self._m_buf = None  # do not keep a large buffer alive
                 if opcode == _TEXT:
                     _check_utf8(payload)
                 out.append((opcode, payload))
@@ -316,7 +322,7 @@ cdef class FrameParser:
                 raise WebSocketError(1002, "Payload length not in its shortest form")
         if opcode < _CLOSE:
             total = length
-            if opcode == _CONT:
+            if opcode == _CONT and self._m_buf is not None:
                 # Both terms are below 2**63, so the sum cannot wrap.
                 total += <uint64_t>PyByteArray_GET_SIZE(self._m_buf)
             if total > <uint64_t>self._max_size:

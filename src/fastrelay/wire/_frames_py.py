@@ -88,7 +88,9 @@ class FrameParser:
         # False only for a client-side parser (tests, load tools): masked frames are then
         # accepted too, and unmasked.
         self._require_mask = bool(require_mask)
-        self._buf = bytearray()  # received, not yet consumed (compacted after every feed)
+        # Received, not yet consumed (compacted after every feed); None when empty, as is
+        # _m_buf: an idle connection keeps no buffers at all.
+        self._buf: bytearray | None = None
         self._error: WebSocketError | None = None
         self._closed = False  # a Close frame was delivered
         # The frame whose header has been read; _f_len < 0 while waiting for a header.
@@ -99,7 +101,7 @@ class FrameParser:
         # The fragmented data message in progress; _m_opcode == 0 when there is none. One
         # bytearray, not a list of fragments: a flood of tiny fragments costs only its payload.
         self._m_opcode = 0
-        self._m_buf = bytearray()
+        self._m_buf: bytearray | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Consume ``data`` (any chunking) and return every message it completed, in order."""
@@ -108,7 +110,10 @@ class FrameParser:
         if self._closed:
             return []
         buf = self._buf
-        buf += data
+        if buf is None:
+            buf = bytearray(data)
+        else:
+            buf += data
         out: list[tuple[int, bytes]] = []
         pos = 0
         try:
@@ -137,6 +142,7 @@ class FrameParser:
         finally:
             # One compaction per call, not per frame; CPython drops a bytearray prefix cheaply.
             del buf[:pos]
+            self._buf = buf if buf else None
         return out
 
     def _fail(self, reason: str) -> WebSocketError:
@@ -194,7 +200,7 @@ class FrameParser:
                 # RFC 6455 §5.2: "the minimal number of bytes MUST be used" (wsproto agrees).
                 raise self._fail("Payload length not in its shortest form")
         if opcode < OP_CLOSE:
-            total = length + len(self._m_buf) if opcode == OP_CONT else length
+            total = length + len(self._m_buf or b"") if opcode == OP_CONT else length
             if total > self._max_size:
                 # Decided from the header alone: the payload is never buffered.
                 raise PayloadTooBig(f"Message longer than {self._max_size} bytes")
@@ -217,14 +223,15 @@ class FrameParser:
                 out.append((opcode, payload))
             else:
                 self._m_opcode = opcode
-                self._m_buf += payload
+                self._m_buf = bytearray(payload)
             return
+        assert self._m_buf is not None  # _parse_header refuses a continuation without a start
         self._m_buf += payload
         if self._f_fin:
             message = bytes(self._m_buf)
             opcode = self._m_opcode
             self._m_opcode = 0
-            self._m_buf = bytearray()  # a new one: do not keep a large buffer alive
+            self._m_buf = None  # do not keep a large buffer alive
             if opcode == OP_TEXT:
                 _check_utf8(message)
             out.append((opcode, message))
