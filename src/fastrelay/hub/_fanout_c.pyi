@@ -21,9 +21,9 @@ class Corker:
 class Outlet:
     """One WebSocket connection's write end, as the fan-out sees it.
 
-    ``transport`` is an asyncio write transport (``write`` and ``get_write_buffer_size``); its
-    bound methods are fetched once, at construction. When a write leaves more than
-    ``high_water`` bytes buffered, the outlet closes itself and calls ``on_overflow()`` once.
+    ``transport`` is an asyncio write transport (``write`` and ``get_write_buffer_size``). When
+    a write leaves more than ``high_water`` bytes buffered, the outlet closes itself and calls
+    ``on_overflow()`` once.
     ``on_overflow`` runs in the middle of a fan-out: it must only schedule the disconnect (for
     example with ``loop.call_soon``) and must not add to or remove from the collection being
     iterated. The class is final (not subclassable).
