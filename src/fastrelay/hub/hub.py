@@ -230,8 +230,11 @@ class Hub:
             self._adapter.interest(app.id, name, True)
             self._emit_webhook(app, {"name": "channel_occupied", "channel": name})
         channel.outlets[client.socket_id] = client.outlet
-        client.channels.add(name)
+        # The channel's own name object: the message's copy would stay alive per connection.
+        client.add_channel(channel.name)
         if kind.is_presence:
+            if client.presence_ids is None:
+                client.presence_ids = {}
             client.presence_ids[name] = presence_id
         self._adapter.subscriptions_changed(app.id, name, len(channel.outlets))
         self._record(
@@ -342,12 +345,17 @@ class Hub:
         if name not in client.channels:
             self._cancel_pending(client, name)
             return
-        client.channels.discard(name)
+        client.discard_channel(name)
         app = client.app
         state = self._apps[app.id]
         channel = state.channels[name]
         del channel.outlets[client.socket_id]
-        presence_id = client.presence_ids.pop(name, None)
+        presence_ids = client.presence_ids
+        presence_id = None
+        if presence_ids is not None:
+            presence_id = presence_ids.pop(name, None)
+            if not presence_ids:
+                client.presence_ids = None
         self._adapter.subscriptions_changed(app.id, name, len(channel.outlets))
         self._record(
             app,
@@ -462,7 +470,8 @@ class Hub:
     def relay_client_event(self, client: Client, channel: str, event: str, data: Any) -> int:
         """Relay a validated client event to the channel's other subscribers."""
         app = client.app
-        user_id = client.presence_ids.get(channel)
+        presence_ids = client.presence_ids
+        user_id = presence_ids.get(channel) if presence_ids is not None else None
         message = codec.encode_client_event(event, channel, data, user_id)
         sender = client.socket_id
         count = 0
@@ -564,7 +573,8 @@ class Hub:
             return 0
         targets = dict(state.users.get(user_id, {}))
         for client in state.clients.values():
-            if any(user_key(uid) == user_id for uid in client.presence_ids.values()):
+            presence_ids = client.presence_ids
+            if presence_ids and any(user_key(uid) == user_id for uid in presence_ids.values()):
                 targets[client.socket_id] = client
         for client in targets.values():
             client.terminate(4009, TERMINATED_MESSAGE)

@@ -13,6 +13,9 @@ from .fanout import Outlet
 
 __all__ = ["AppState", "Channel", "Client", "user_key"]
 
+# Up to this many subscriptions a connection keeps its channel names in a tuple, not a set.
+SMALL_CHANNELS = 8
+
 
 class Client:
     """One connection as the hub sees it: who it is, what it is subscribed to, how to reach it."""
@@ -37,9 +40,13 @@ class Client:
         self.outlet = outlet
         # Closes the connection with a Pusher error code; run by the I/O shell.
         self.terminate = terminate
-        self.channels: set[str] = set()
-        # presence channel → this connection's user_id there (JSON type kept)
-        self.presence_ids: dict[str, Any] = {}
+        # The subscribed channels: a tuple while there are few (an idle connection usually has
+        # one; a 1-tuple costs 48 bytes, a set 216), a set beyond SMALL_CHANNELS. Read it with
+        # ``in``, ``len`` and iteration; change it only with add_channel / discard_channel.
+        self.channels: tuple[str, ...] | set[str] = ()
+        # presence channel → this connection's user_id there (JSON type kept); None while there
+        # is none, like pending: most connections never join a presence channel.
+        self.presence_ids: dict[str, Any] | None = None
         # presence channel → token of a join the cluster has not answered yet (None: no such)
         self.pending: dict[str, object] | None = None
         self.user_id: str | None = None
@@ -48,6 +55,25 @@ class Client:
     def send(self, message: bytes) -> bool:
         """Send one encoded Pusher message to this connection alone."""
         return self.outlet.send(encode_frame(OP_TEXT, message))
+
+    def add_channel(self, name: str) -> None:
+        channels = self.channels
+        if isinstance(channels, tuple):
+            if name in channels:
+                return
+            if len(channels) < SMALL_CHANNELS:
+                self.channels = (*channels, name)
+                return
+            self.channels = channels = set(channels)
+        channels.add(name)
+
+    def discard_channel(self, name: str) -> None:
+        channels = self.channels
+        if isinstance(channels, tuple):
+            if name in channels:
+                self.channels = tuple(c for c in channels if c != name)
+        else:
+            channels.discard(name)
 
 
 class Channel:

@@ -82,9 +82,11 @@ class Gateway:
         self.hub = hub
         self.loop = loop
         self.connections: dict[str, WebSocketConnection] = {}  # socket_id → live connection
-        # Every upgraded transport until TCP is gone, refused and closing ones included: the
-        # hub forgets a connection when its close starts, shutdown waits for its close to end.
-        self._open: set[WebSocketConnection] = set()
+        # Upgraded transports not (or no longer) in `connections`, refused and closing ones,
+        # until TCP is gone: the hub forgets a connection when its close starts, shutdown waits
+        # for its close to end. The two together hold every upgraded transport; live ones are
+        # not kept here too (a set entry per idle connection is about 50 bytes).
+        self._closing: set[WebSocketConnection] = set()
         self.closing = False
         self._random = random.Random()
         # One write per socket per loop iteration, however many frames it got (see fanout).
@@ -92,6 +94,8 @@ class Gateway:
         self._sweeper: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Future[None] | None = None
         self._prefix = config.path_prefix.rstrip("/")
+        # One bound method shared by every session (each loop.time access makes a new one).
+        self.clock = loop.time
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -102,9 +106,12 @@ class Gateway:
         self, transport: asyncio.Transport, request: Request, rest: bytes
     ) -> WebSocketConnection:
         """Called by the HTTP layer after the 101; the returned protocol takes the transport."""
-        connection = WebSocketConnection(self, transport, request)
-        self._open.add(connection)
-        connection.start(rest)
+        connection = WebSocketConnection(self, transport, request.remote_addr)
+        try:
+            connection.start(request, rest)
+        finally:
+            if self.connections.get(connection.socket_id) is not connection:
+                self._closing.add(connection)  # refused, or closed while it started
         return connection
 
     def new_socket_id(self) -> str:
@@ -189,19 +196,19 @@ class Gateway:
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for connection in list(self._open):
+        for connection in [*self.connections.values(), *self._closing]:
             connection.close_with_error(ReconnectNow.code, ReconnectNow.message)
 
     async def wait_closed(self, timeout: float) -> None:
         """Wait up to ``timeout`` for every connection's TCP stream to end, then abort the rest."""
         # Wait for the close handshakes (each one drops TCP after CLOSE_TIMEOUT at the latest),
         # not just for the hub to forget them: exiting earlier cuts clients off mid-close.
-        if self._open:
+        if self.connections or self._closing:
             self._all_closed = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
             except asyncio.TimeoutError:
-                for connection in list(self._open):
+                for connection in [*self.connections.values(), *self._closing]:
                     connection.abort()
 
     def close_app(self, app_id: str, code: int, message: str) -> int:
@@ -215,11 +222,17 @@ class Gateway:
         """The connection left the hub (its close has started)."""
         if self.connections.get(connection.socket_id) is connection:
             del self.connections[connection.socket_id]
+            self._closing.add(connection)
 
     def closed(self, connection: WebSocketConnection) -> None:
         """The connection's TCP stream is gone."""
-        self._open.discard(connection)
-        if not self._open and self._all_closed is not None and not self._all_closed.done():
+        self._closing.discard(connection)
+        if (
+            not self._closing
+            and not self.connections
+            and self._all_closed is not None
+            and not self._all_closed.done()
+        ):
             self._all_closed.set_result(None)
 
 
@@ -248,7 +261,6 @@ class WebSocketConnection(asyncio.Protocol):
         "_parser",
         "_ping_sent_at",
         "_remote_addr",
-        "_request",
         "_session",
         "_started_at",
         "_state",
@@ -257,13 +269,12 @@ class WebSocketConnection(asyncio.Protocol):
         "socket_id",
     )
 
-    def __init__(self, gateway: Gateway, transport: asyncio.Transport, request: Request) -> None:
+    def __init__(self, gateway: Gateway, transport: asyncio.Transport, remote_addr: str) -> None:
         self._gateway = gateway
         self._transport = transport
-        # Only the handshake reads the upgrade request; after it, the address is all we keep
-        # (its decoded headers would cost every idle connection about 600 bytes).
-        self._request: Request | None = request
-        self._remote_addr = request.remote_addr
+        # Only the handshake (start) reads the upgrade request; after it, the address is all we
+        # keep (its decoded headers would cost every idle connection about 600 bytes).
+        self._remote_addr = remote_addr
         self._parser = FrameParser(gateway.config.max_message_size)
         self._state = _OPEN
         self.socket_id = ""
@@ -283,10 +294,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     # -- start -------------------------------------------------------------------------------
 
-    def start(self, rest: bytes) -> None:
-        request = self._request
-        assert request is not None
-        self._request = None
+    def start(self, request: Request, rest: bytes) -> None:
         gateway = self._gateway
         try:
             app = gateway.admit(request)
@@ -320,8 +328,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._client = CountingClient(
             app, self.socket_id, outlet, self.close_with_error, counters=counters
         )
+        # on_authorized only cancels the sign-in deadline: without one, no bound method to keep.
         self._session = Session(
-            self._client, gateway.hub, clock=gateway.loop.time, on_authorized=self._authorized
+            self._client,
+            gateway.hub,
+            clock=gateway.clock,
+            on_authorized=self._authorized if app.enable_user_authentication else None,
         )
         gateway.connections[self.socket_id] = self
         gateway.hub.add_client(self._client)
