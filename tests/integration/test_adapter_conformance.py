@@ -74,6 +74,9 @@ class RecordingReceiver:
     def member_gone(self, app_id: str, channel: str, user_id: Any) -> None:
         self._record(("member_gone", app_id, channel, user_id))
 
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        self._record(("channel_vacated", app_id, channel))
+
     async def next(self, within: float = TIMEOUT) -> tuple[Any, ...]:
         """The next call not yet returned by ``next`` (waiting up to ``within`` seconds)."""
         try:
@@ -191,6 +194,12 @@ class Node:
     async def cache_get(self, channel: str, app_id: str = APP) -> CachedEvent | None:
         return await answer(
             lambda done: self.adapter.cache_get(app_id, channel, done), f"cache_get({channel})"
+        )
+
+    async def occupancy(self, channel: str, occupied: bool, app_id: str = APP) -> bool:
+        return await answer(
+            lambda done: self.adapter.occupancy(app_id, channel, occupied, done),
+            f"occupancy({channel}, {occupied})",
         )
 
     async def flushed(self) -> None:
@@ -980,3 +989,35 @@ async def test_a_flushed_script_cache_is_loaded_again(cluster: Cluster) -> None:
 
     await eventually(joins_work_again, "the scripts are back")
     assert ids(await a.adapter.users(APP, "presence-x")) == ["before"]
+
+
+async def test_a_lone_node_occupies_and_vacates(adapter_factory: Cluster) -> None:
+    node = await adapter_factory.node()
+    assert await node.occupancy("news", True) is True
+    assert await node.occupancy("news", False) is True
+
+
+async def test_occupancy_changes_once_per_cluster(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    assert await a.occupancy("news", True) is True  # channel_occupied is due
+    assert await b.occupancy("news", True) is False  # already occupied elsewhere
+    assert await a.occupancy("news", False) is False  # B still has subscribers
+    assert await b.occupancy("news", False) is True  # channel_vacated is due
+    assert await b.occupancy("news", True) is True  # and occupied again
+
+
+async def test_a_dead_nodes_channels_are_vacated(cluster: Cluster) -> None:
+    node_timeout = 0.5
+    a, b = await cluster.start(2, node_timeout=node_timeout)
+    assert await a.occupancy("only-a", True) is True
+    assert await a.occupancy("shared", True) is True
+    assert await b.occupancy("shared", True) is False
+    # A dies without a goodbye (see test_a_dead_nodes_members_and_counts_go).
+    a_adapter = a.adapter
+    assert isinstance(a_adapter, RedisAdapter) and a_adapter._heartbeat is not None
+    a_adapter._heartbeat.cancel()
+    await a_adapter._subscriber.close()
+    await a_adapter._client.close()
+    assert await b.receiver.next(within=node_timeout + 2) == ("channel_vacated", APP, "only-a")
+    assert b.receiver.unread == 0
+    assert await b.occupancy("shared", False) is True  # B held the last subscribers

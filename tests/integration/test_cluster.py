@@ -15,6 +15,7 @@ from typing import Any
 
 import pusher
 import pytest
+from aiohttp import web
 from redisserver import RedisServer, redis_server
 
 from conftest import (
@@ -524,3 +525,85 @@ async def test_history_ids_are_cluster_wide_and_any_node_answers(nodes: Any) -> 
     _, page_a = api(a, "GET", f"/apps/{APP_ID}/channels/private-log/events")
     _, page_b = api(b, "GET", f"/apps/{APP_ID}/channels/private-log/events")
     assert page_a["epoch"] == page_b["epoch"] > 0
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+class HookSink:
+    """A webhook receiver: every event of every accepted POST, in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> HookSink:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        for event in (await request.json())["events"]:
+            self.events.put_nowait(event)
+        return web.Response(text="ok")
+
+    async def take(self, count: int) -> list[dict[str, Any]]:
+        return [await asyncio.wait_for(self.events.get(), TIMEOUT) for _ in range(count)]
+
+
+def hooks_env(url: str) -> dict[str, str]:
+    types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+    return {
+        "RELAY_APP_WEBHOOKS": json.dumps([{"url": url, "event_types": types}]),
+        "RELAY_WEBHOOK_GRACE_PERIOD": "0",
+    }
+
+
+def brief(events: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(e["name"], e["channel"], *([e["user_id"]] if "user_id" in e else [])) for e in events]
+
+
+async def test_webhooks_fire_once_per_cluster(nodes: Any, redis_server: RedisServer) -> None:
+    async with HookSink() as sink:
+        env = hooks_env(sink.url)
+        (b,) = nodes(1, **env)
+        a = start_server(
+            {
+                "RELAY_REDIS_URL": redis_server.url,
+                "RELAY_REDIS_NODE_TIMEOUT": str(NODE_TIMEOUT),
+                **env,
+            }
+        )
+        on_a = await connect(a)
+        await join(on_a, "presence-hooks", "ann")
+        assert sorted(brief(await sink.take(2))) == [
+            ("channel_occupied", "presence-hooks"),
+            ("member_added", "presence-hooks", "ann"),
+        ]
+        # The same user and a second one on B: the channel is occupied already, ann is known.
+        on_b = await connect(b)
+        await join(on_b, "presence-hooks", "ann")
+        on_b2 = await connect(b)
+        await join(on_b2, "presence-hooks", "bob")
+        assert brief(await sink.take(1)) == [("member_added", "presence-hooks", "bob")]
+        # B's subscribers leave; A still holds ann: only bob's departure is news.
+        await on_b.close()
+        await on_b2.close()
+        assert brief(await sink.take(1)) == [("member_removed", "presence-hooks", "bob")]
+        # A dies: B's heartbeat removes ann and vacates the channel, once.
+        a.proc.send_signal(signal.SIGKILL)
+        assert sorted(brief(await sink.take(2))) == [
+            ("channel_vacated", "presence-hooks"),
+            ("member_removed", "presence-hooks", "ann"),
+        ]
+        assert a.proc.wait(TIMEOUT) == -signal.SIGKILL
+        assert sink.events.empty()

@@ -88,6 +88,9 @@ class Receiver(Protocol):
     def member_gone(self, app_id: str, channel: str, user_id: Any) -> None:
         """A presence member vanished with a dead node: announce ``member_removed``."""
 
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        """A dead node held the channel's last subscribers: fire ``channel_vacated``."""
+
 
 JoinDone = Callable[[JoinResult], None]
 LeaveDone = Callable[[LeaveResult], None]
@@ -142,6 +145,15 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def terminate_user(self, app_id: str, user_id: str) -> None:
         """Close ``user_id``'s connections on the other nodes."""
+
+    def occupancy(
+        self, app_id: str, channel: str, occupied: bool, done: Callable[[bool], None]
+    ) -> None:
+        """This node got its first subscriber of ``channel`` (``occupied``) or lost its last;
+        ``done(True)`` when that made the channel occupied, or vacant, across the cluster: then
+        ``channel_occupied`` / ``channel_vacated`` is due (HTTP_API.md §5.3), once per cluster.
+        """
+        done(True)
 
     # -- counts ------------------------------------------------------------------------------
 

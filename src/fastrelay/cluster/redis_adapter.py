@@ -177,10 +177,11 @@ class RedisAdapter(Adapter):
         await self._client.close()
 
     async def _goodbye(self) -> None:
-        gone = await self._client.execute(
+        gone, vacated = await self._client.execute(
             "EVALSHA", scripts.sha(scripts.NODE_LEAVE), 1, self._nodes_key, self._node, self._base
         )
         self._members_gone(gone)
+        self._channels_vacated(vacated)
         await self._client.execute("PING")  # the member_removed broadcasts are out
 
     def _state(self, connected: bool) -> None:
@@ -202,6 +203,7 @@ class RedisAdapter(Adapter):
             scripts.CHANNEL,
             scripts.CONNECTIONS,
             scripts.HISTORY_PUBLISH,
+            scripts.OCCUPANCY,
         ):
             client.send("SCRIPT", "LOAD", script)
         if self._history is not None:
@@ -217,6 +219,7 @@ class RedisAdapter(Adapter):
         apps: set[str] = set()
         for app_id, channel, count in self._local.subscription_snapshot():
             client.send("HSET", f"{self._node_key}:a:{app_id}", channel, count)
+            client.send(*self._occupancy_command(app_id, channel, True))
             apps.add(app_id)
         for app_id, count in self._local.connection_snapshot().items():
             client.send("HSET", f"{self._node_key}:conns", app_id, count)
@@ -307,8 +310,9 @@ class RedisAdapter(Adapter):
                     # Someone flushed Redis's script cache: load ours again, re-register.
                     self._registered()
             return
-        gone, others, new = reply
+        gone, others, new, vacated = reply
         self._members_gone(gone)
+        self._channels_vacated(vacated)
         self._others = {others[j].decode(): int(others[j + 1]) for j in range(0, len(others), 2)}
         if new and not first and not self._stopping:
             # Another node took this one for dead (a stall longer than the timeout) and
@@ -324,6 +328,12 @@ class RedisAdapter(Adapter):
             log.info("cluster: user %s left %s with a departed node", user_id, channel)
             if self._receiver is not None:
                 self._receiver.member_gone(app_id, channel, user_id)
+
+    def _channels_vacated(self, vacated: list[bytes]) -> None:
+        """Channels whose last subscribers left with a node: (app, channel) pairs."""
+        for j in range(0, len(vacated), 2):
+            if self._receiver is not None:
+                self._receiver.channel_vacated(vacated[j].decode(), vacated[j + 1].decode())
 
     # -- traffic -----------------------------------------------------------------------------
 
@@ -356,6 +366,29 @@ class RedisAdapter(Adapter):
         # Replies come in order: PING's means every command sent before it has run.
         with contextlib.suppress(RedisUnavailable, RedisReplyError):
             await self._client.execute("PING")
+
+    def occupancy(
+        self, app_id: str, channel: str, occupied: bool, done: Callable[[bool], None]
+    ) -> None:
+        if not self._client.connected:
+            done(True)  # no cluster to ask: this node's view
+            return
+        self._client.call(
+            lambda reply: done(reply == 1 if isinstance(reply, int) else True),
+            *self._occupancy_command(app_id, channel, occupied),
+        )
+
+    def _occupancy_command(self, app_id: str, channel: str, occupied: bool) -> tuple[Any, ...]:
+        return (
+            "EVALSHA",
+            scripts.sha(scripts.OCCUPANCY),
+            2,
+            f"{self._base}o:{app_id}:{channel}",
+            f"{self._node_key}:occ",
+            self._node,
+            1 if occupied else 0,
+            orjson.dumps([app_id, channel]),
+        )
 
     def terminate_user(self, app_id: str, user_id: str) -> None:
         if self._client.connected:

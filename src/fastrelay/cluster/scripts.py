@@ -13,6 +13,9 @@ Key layout under the base prefix ``B`` (``{RELAY_REDIS_PREFIX}fastrelay:``):
   ``…:o:{user key}``: sorted set of that user's connection fields in join order;
   ``…:i``: hash, user key → ``[user_id, user_info]`` as the roster shows it (the earliest
   remaining connection's). ``B joins``: the counter that orders joins.
+- ``B o:{app}:{channel}``: set of the nodes with subscribers of the channel (cluster-wide
+  ``channel_occupied``/``channel_vacated``); ``B n:{node}:occ``: the node's channels there,
+  as ``[app, channel]``.
 - ``B c:{app}:{channel}``: the last event of a cache channel, ``[event, data]``, with a TTL.
 - ``B h:{app}:{channel}:seq``: the channel's last history id (never expires, so ids are never
   reused while Redis keeps its data); ``B h:{app}:{channel}``: list of the newest records
@@ -35,6 +38,7 @@ __all__ = [
     "LEAVE",
     "NODE_LEAVE",
     "NODE_RESET",
+    "OCCUPANCY",
     "sha",
 ]
 
@@ -92,7 +96,17 @@ local function drop_counts(base, node)
   redis.call('DEL', nk .. ':apps', nk .. ':conns')
 end
 
-local function drop_node(base, node, gone)
+local function drop_node(base, node, gone, vacated)
+  local occupied = base .. 'n:' .. node .. ':occ'
+  for _, entry in ipairs(redis.call('SMEMBERS', occupied)) do
+    local c = cjson.decode(entry)
+    local key = base .. 'o:' .. c[1] .. ':' .. c[2]
+    if redis.call('SREM', key, node) == 1 and redis.call('SCARD', key) == 0 then
+      table.insert(vacated, c[1])
+      table.insert(vacated, c[2])
+    end
+  end
+  redis.call('DEL', occupied)
   local pres = base .. 'n:' .. node .. ':pres'
   for _, entry in ipairs(redis.call('SMEMBERS', pres)) do
     local m = cjson.decode(entry)
@@ -163,8 +177,9 @@ local base = ARGV[3]
 local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
 local gone = {}
+local vacated = {}
 for _, node in ipairs(dead) do
-  drop_node(base, node, gone)
+  drop_node(base, node, gone, vacated)
   redis.call('ZREM', KEYS[1], node)
 end
 local totals = {}
@@ -186,7 +201,7 @@ for _, app in ipairs(apps) do
   table.insert(others, app)
   table.insert(others, totals[app])
 end
-return {gone, others, new}
+return {gone, others, new, vacated}
 """
 )
 
@@ -195,17 +210,43 @@ NODE_LEAVE = (
     _DROP_NODE
     + """
 local gone = {}
-drop_node(ARGV[2], ARGV[1], gone)
+local vacated = {}
+drop_node(ARGV[2], ARGV[1], gone, vacated)
 redis.call('ZREM', KEYS[1], ARGV[1])
-return gone
+return {gone, vacated}
 """
 )
 
-# KEYS: nodes. ARGV: node, base. Forgets the node's counts (before a fresh snapshot).
+# KEYS: occupying nodes of the channel, the node's occupied set. ARGV: node, 1 (first local
+# subscriber) or 0 (last gone), the channel as [app, channel]. Returns 1 when the channel became
+# occupied (or vacant) across the cluster by this.
+OCCUPANCY = """
+if ARGV[2] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then
+    return 1
+  end
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[3])
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+  return 1
+end
+return 0
+"""
+
+# KEYS: nodes. ARGV: node, base. Forgets the node's counts and occupied channels, quietly
+# (before a fresh snapshot).
 NODE_RESET = (
     _DROP_NODE
     + """
 drop_counts(ARGV[2], ARGV[1])
+local occupied = ARGV[2] .. 'n:' .. ARGV[1] .. ':occ'
+for _, entry in ipairs(redis.call('SMEMBERS', occupied)) do
+  local c = cjson.decode(entry)
+  redis.call('SREM', ARGV[2] .. 'o:' .. c[1] .. ':' .. c[2], ARGV[1])
+end
+redis.call('DEL', occupied)
 return 1
 """
 )

@@ -228,7 +228,9 @@ class Hub:
         if channel is None:
             channel = state.channels[name] = Channel(name, kind)
             self._adapter.interest(app.id, name, True)
-            self._emit_webhook(app, {"name": "channel_occupied", "channel": name})
+            self._adapter.occupancy(
+                app.id, name, True, lambda first: self._occupancy_changed(app, name, first, True)
+            )
         channel.outlets[client.socket_id] = client.outlet
         # The channel's own name object: the message's copy would stay alive per connection.
         client.add_channel(channel.name)
@@ -369,9 +371,21 @@ class Hub:
             self._adapter.interest(app.id, name, False)
             if channel.count_timer is not None:
                 channel.count_timer.cancel()
-            self._emit_webhook(app, {"name": "channel_vacated", "channel": name})
+            self._adapter.occupancy(
+                app.id, name, False, lambda last: self._occupancy_changed(app, name, last, False)
+            )
         else:
             self._count_changed(app, channel)
+
+    def _occupancy_changed(self, app: App, name: str, changed: bool, occupied: bool) -> None:
+        """``channel_occupied``/``channel_vacated``, when the cluster says this was the change."""
+        if changed:
+            event = "channel_occupied" if occupied else "channel_vacated"
+            self._emit_webhook(app, {"name": event, "channel": name})
+
+    def channel_vacated(self, app: App, name: str) -> None:
+        """A departed node held the channel's last subscribers anywhere (the adapter's entry)."""
+        self._occupancy_changed(app, name, True, False)
 
     def _count_changed(self, app: App, channel: Channel) -> None:
         """Broadcast ``subscription_count`` when the app wants it (PROTOCOL.md §3.9)."""

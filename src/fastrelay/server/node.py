@@ -112,6 +112,11 @@ class _HubReceiver:
         if app is not None:
             self._hub.member_gone(app, channel, user_id)
 
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        app = self._apps.find_by_id(app_id)
+        if app is not None:
+            self._hub.channel_vacated(app, channel)
+
 
 class Node:
     """One server process: owns its state, so several nodes can live in one test process."""
