@@ -45,13 +45,26 @@ class LocalMember:
         return next(iter(self.connections.values()))
 
 
-def roster(members: dict[str, LocalMember]) -> dict[str, Any]:
-    """The ``pusher_internal:subscription_succeeded`` presence payload."""
-    return {
-        "ids": [m.user_id for m in members.values()],
-        "hash": {key: m.user_info for key, m in members.items()},
-        "count": len(members),
-    }
+class _Presence:
+    """One presence channel on this node: its members, and the roster kept up to date with them
+    (a join answers with the whole roster; rebuilding it per join from the members cost more
+    than the rest of the join)."""
+
+    __slots__ = ("ids", "infos", "members")
+
+    def __init__(self) -> None:
+        self.members: dict[str, LocalMember] = {}  # user key → member, in join order
+        # Same keys, same order: the user_id as first joined, the user_info the roster shows.
+        self.ids: dict[str, Any] = {}
+        self.infos: dict[str, Any] = {}
+
+    def roster(self) -> dict[str, Any]:
+        """The ``pusher_internal:subscription_succeeded`` presence payload (a fresh copy)."""
+        return {"ids": list(self.ids.values()), "hash": dict(self.infos), "count": len(self.ids)}
+
+
+def _empty_roster() -> dict[str, Any]:
+    return {"ids": [], "hash": {}, "count": 0}
 
 
 class LocalAdapter(Adapter):
@@ -62,8 +75,8 @@ class LocalAdapter(Adapter):
         # app → channel → subscriptions on this node
         self._subscriptions: dict[str, dict[str, int]] = {}
         self._connections: dict[str, int] = {}
-        # (app, channel) → user key → member
-        self._presence: dict[tuple[str, str], dict[str, LocalMember]] = {}
+        # (app, channel) → its members and roster
+        self._presence: dict[tuple[str, str], _Presence] = {}
         self._cache: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     async def start(self, receiver: Receiver) -> None:
@@ -138,22 +151,20 @@ class LocalAdapter(Adapter):
         user_info: Any,
         limit: int,
     ) -> JoinResult:
-        members = self._presence.get((app_id, channel))
-        if members is None:
-            members = {}
+        presence = self._presence.get((app_id, channel))
         key = user_key(user_id)
-        member = members.get(key)
-        if member is None and 0 <= limit <= len(members):
+        member = None if presence is None else presence.members.get(key)
+        if member is None and 0 <= limit <= (0 if presence is None else len(presence.members)):
             return JoinResult(rejected=True)
-        if not members:
-            self._presence[(app_id, channel)] = members
+        if presence is None:
+            presence = self._presence[(app_id, channel)] = _Presence()
         first = member is None
         if member is None:
-            member = members[key] = LocalMember(user_id)
+            member = presence.members[key] = LocalMember(user_id)
+            presence.ids[key] = user_id
         member.connections[socket_id] = {} if user_info is None else user_info
-        return JoinResult(
-            rejected=False, first=first, user_info=member.user_info, roster=roster(members)
-        )
+        shown = presence.infos[key] = member.user_info
+        return JoinResult(rejected=False, first=first, user_info=shown, roster=presence.roster())
 
     def presence_leave(
         self, app_id: str, channel: str, socket_id: str, user_id: Any, done: LeaveDone
@@ -162,39 +173,44 @@ class LocalAdapter(Adapter):
         done(LeaveResult(last=gone is not None, user_id=gone.user_id if gone else None))
 
     def presence_roster(self, app_id: str, channel: str, done: RosterDone) -> None:
-        done(roster(self._presence.get((app_id, channel), {})))
+        presence = self._presence.get((app_id, channel))
+        done(_empty_roster() if presence is None else presence.roster())
 
     def leave_now(
         self, app_id: str, channel: str, socket_id: str, user_id: Any
     ) -> LocalMember | None:
         """Remove the connection; the member when it was the user's last one here."""
-        members = self._presence.get((app_id, channel))
-        if members is None:
+        presence = self._presence.get((app_id, channel))
+        if presence is None:
             return None
         key = user_key(user_id)
-        member = members.get(key)
+        member = presence.members.get(key)
         if member is None or member.connections.pop(socket_id, None) is None:
             return None
         if member.connections:
+            presence.infos[key] = member.user_info  # the earliest remaining connection's
             return None
-        del members[key]
-        if not members:
+        del presence.members[key], presence.ids[key], presence.infos[key]
+        if not presence.members:
             del self._presence[(app_id, channel)]
         return member
 
     def presence_snapshot(self) -> Iterator[tuple[str, str, str, Any, Any]]:
         """Every ``(app, channel, socket_id, user_id, user_info)`` joined on this node."""
-        for (app_id, channel), members in self._presence.items():
-            for member in members.values():
+        for (app_id, channel), presence in self._presence.items():
+            for member in presence.members.values():
                 for socket_id, info in member.connections.items():
                     yield app_id, channel, socket_id, member.user_id, info
 
     def local_users(self, app_id: str, channel: str) -> list[tuple[Any, Any]]:
-        members = self._presence.get((app_id, channel), {})
-        return [(m.user_id, m.user_info) for m in members.values()]
+        presence = self._presence.get((app_id, channel))
+        if presence is None:
+            return []
+        return list(zip(presence.ids.values(), presence.infos.values(), strict=True))
 
     def local_user_count(self, app_id: str, channel: str) -> int:
-        return len(self._presence.get((app_id, channel), ()))
+        presence = self._presence.get((app_id, channel))
+        return 0 if presence is None else len(presence.members)
 
     # -- cache channels ----------------------------------------------------------------------
 
