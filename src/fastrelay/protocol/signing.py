@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from .._accel import NO_EXTENSIONS, record
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._signing_py import sign, string_to_sign, verify_request, verify_token
+    from ._signing_py import check_request, sign, string_to_sign, verify_request, verify_token
 else:
     try:
-        from ._signing_c import sign, string_to_sign, verify_request, verify_token
+        from ._signing_c import check_request, sign, string_to_sign, verify_request, verify_token
     except ImportError:  # pragma: no cover
-        from ._signing_py import sign, string_to_sign, verify_request, verify_token
+        from ._signing_py import check_request, sign, string_to_sign, verify_request, verify_token
 
 record(__name__, verify_token)
 
-__all__ = ["sign", "string_to_sign", "verify_request", "verify_token"]
+__all__ = ["check_request", "sign", "string_to_sign", "verify_request", "verify_token"]

@@ -6,6 +6,7 @@ RELAY_EXTRAS.md §2, §3.4, §4, §5, §7 (request signatures).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import importlib
 import os
@@ -18,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastrelay import _accel
-from fastrelay.protocol import signing
+from fastrelay.config import App
+from fastrelay.errors import RestError
+from fastrelay.protocol import auth, signing
 
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
@@ -636,5 +639,134 @@ def test_selector_records_its_choice() -> None:
         assert origin == "fastrelay.protocol._signing_py"
     if os.environ.get("FASTRELAY_REQUIRE_EXTENSIONS") == "1":
         assert chosen == "c"
-    for name in ("sign", "string_to_sign", "verify_request", "verify_token"):
+    for name in ("check_request", "sign", "string_to_sign", "verify_request", "verify_token"):
         assert getattr(signing, name).__module__ == origin
+
+
+# -- check_request: the fast path of a signed request --------------------------------------------
+
+_APP_KEY = "app-key"
+_SECRET = b"app-secret"
+_NOW = 1_700_000_000.5
+
+
+def _signed_query(
+    path: str = "/apps/1/events",
+    body: bytes = b'{"name":"e"}',
+    *,
+    extra: dict[str, str] | None = None,
+    method: str = "POST",
+) -> str:
+    """A query as the SDKs send it: parameters, then the signature over them."""
+    py = _load_twin("py")
+    params = {"auth_key": _APP_KEY, "auth_timestamp": "1700000000", "auth_version": "1.0"}
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    params.update(extra or {})
+    signature = py.sign(_SECRET, py.string_to_sign(method, path, params))
+    return "&".join(f"{k}={v}" for k, v in params.items()) + f"&auth_signature={signature}"
+
+
+def _tampered(query: str) -> str:
+    """``query`` with the last hex digit of its signature changed."""
+    return query[:-1] + ("1" if query.endswith("0") else "0")
+
+
+def test_check_request_accepts_a_signed_publish(twin: ModuleType) -> None:
+    query = _signed_query()
+    params = twin.check_request(
+        _SECRET, _APP_KEY, "POST", "/apps/1/events", query, b'{"name":"e"}', _NOW, 600
+    )
+    assert params == auth.parse_query(query)
+    assert set(params) == {
+        "auth_key",
+        "auth_timestamp",
+        "auth_version",
+        "body_md5",
+        "auth_signature",
+    }
+
+
+def test_check_request_without_a_body(twin: ModuleType) -> None:
+    query = _signed_query("/apps/1/channels", b"", method="GET")
+    assert twin.check_request(_SECRET, _APP_KEY, "GET", "/apps/1/channels", query, b"", _NOW, 600)
+    with_md5 = _signed_query("/apps/1/channels", b"", extra={"body_md5": EMPTY_MD5}, method="GET")
+    assert twin.check_request(
+        _SECRET, _APP_KEY, "GET", "/apps/1/channels", with_md5, b"", _NOW, 600
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "query", "body", "now", "tolerance"),
+    [
+        ("wrong body", _signed_query(), b'{"name":"x"}', _NOW, 600),
+        ("no body_md5", _signed_query(body=b""), b"{}", _NOW, 600),
+        ("expired", _signed_query(), b'{"name":"e"}', _NOW + 601, 600),
+        (
+            "wrong key",
+            _signed_query().replace("auth_key=app-key", "auth_key=other"),
+            b'{"name":"e"}',
+            _NOW,
+            600,
+        ),
+        ("percent", _signed_query(extra={"info": "a%2Cb"}), b'{"name":"e"}', _NOW, 600),
+        ("non-ascii", _signed_query(extra={"x": "é"}), b'{"name":"e"}', _NOW, 600),
+        ("bad signature", _tampered(_signed_query()), b'{"name":"e"}', _NOW, 600),
+        (
+            "no version",
+            _signed_query().replace("auth_version=1.0&", ""),
+            b'{"name":"e"}',
+            _NOW,
+            600,
+        ),
+        ("timestamp", _signed_query().replace("1700000000", "17e8"), b'{"name":"e"}', _NOW, 0),
+    ],
+)
+def test_check_request_leaves_the_rest_to_the_full_checks(
+    twin: ModuleType, case: str, query: str, body: bytes, now: float, tolerance: int
+) -> None:
+    assert (
+        twin.check_request(_SECRET, _APP_KEY, "POST", "/apps/1/events", query, body, now, tolerance)
+        is None
+    )
+
+
+_query_text = st.text(alphabet="aAbB_=&%+-.0123456789é", max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    extra=st.dictionaries(
+        st.text(alphabet="abcXYZ_", min_size=1, max_size=6), _query_text, max_size=4
+    ),
+    timestamp=st.sampled_from(["1700000000", "-5", "", "-", "1699999000", "0" * 31, "１"]),
+    tolerance=st.sampled_from([0, 600, -1]),
+    body=st.sampled_from([b"", b"{}", b'{"name":"e"}']),
+    tamper=st.booleans(),
+)
+def test_twins_agree_on_check_request(
+    extra: dict[str, str], timestamp: str, tolerance: int, body: bytes, tamper: bool
+) -> None:
+    """Both twins give the same answer, and a dict only when the full checks pass with the same
+    parameters."""
+    py = _load_twin("py")
+    c = _load_twin("c")
+    params = {"auth_key": _APP_KEY, "auth_timestamp": timestamp, "auth_version": "1.0", **extra}
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    signature = py.sign(_SECRET, py.string_to_sign("POST", "/p", params))
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + f"&auth_signature={signature}"
+    if tamper:
+        query += "&x=1"
+    args = (_SECRET, _APP_KEY, "POST", "/p", query, body, _NOW, tolerance)
+    fast = py.check_request(*args)
+    assert c.check_request(*args) == fast
+    app = App(id="1", key=_APP_KEY, secret=_SECRET.decode())
+    try:
+        full = auth.authenticate_request(
+            app, "POST", "/p", query, body, now=_NOW, tolerance=tolerance
+        )
+    except RestError:
+        full = None
+    if fast is not None:
+        assert fast == full
