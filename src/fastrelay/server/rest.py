@@ -217,6 +217,7 @@ class RestApi:
         the request's points), run the handler, turn RestError into a response."""
 
         budget, points = cost if cost is not None else (None, _one_point)
+        authenticate = auth.authenticate_request
 
         def run(request: Request) -> _Answer:
             try:
@@ -225,7 +226,18 @@ class RestApi:
                 return error_response(exc.status, exc.message, tuple(exc.headers.items()))
             rate: _Headers = ()
             try:
-                self._authenticate(request, app)
+                # What _authenticate does, without its call: this runs for every API request.
+                config = self._config
+                authenticate(
+                    app,
+                    request.method,
+                    request.path,
+                    request.raw_query,
+                    request.body,
+                    now=self._now(),
+                    tolerance=config.api_timestamp_tolerance,
+                    path_prefix=config.path_prefix,
+                )
                 if budget is not None:
                     rate = self._rate_limit(request, app, budget, points)
                 response = handler(request, app)
@@ -368,14 +380,21 @@ class RestApi:
             channels = [channel] if channel is not None else None
         if not isinstance(channels, list) or not channels:
             raise RestError(400, "The channels field is required")
-        unique: dict[str, None] = {}
-        for channel in channels:
-            if not isinstance(channel, str):
-                raise RestError(400, "Each channel must be a string")
-            problem = validate_channel_name(channel, app.max_channel_name_length)
-            if problem is not None:
+        unique: dict[str, None] | tuple[str] = {}
+        if len(channels) == 1 and isinstance(channels[0], str):
+            # One channel (the usual "channel": "…"): no dict to deduplicate it through.
+            channel = channels[0]
+            if validate_channel_name(channel, app.max_channel_name_length) is not None:
                 raise RestError(400, f"Invalid channel name: {channel[:250]}")
-            unique[channel] = None
+            unique = (channel,)
+        else:
+            for channel in channels:
+                if not isinstance(channel, str):
+                    raise RestError(400, "Each channel must be a string")
+                problem = validate_channel_name(channel, app.max_channel_name_length)
+                if problem is not None:
+                    raise RestError(400, f"Invalid channel name: {channel[:250]}")
+                unique[channel] = None
         if len(unique) > app.max_event_channels_at_once:
             raise RestError(
                 400,
@@ -404,7 +423,7 @@ class RestApi:
         info = item.get("info")
         return _Publish(
             name,
-            tuple(unique),
+            unique if unique.__class__ is tuple else tuple(unique),  # type: ignore[arg-type]
             data,
             socket_id,
             _NO_INFO if info is None else _info(info),
