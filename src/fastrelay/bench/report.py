@@ -120,6 +120,8 @@ def summarize_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 metrics[key] = all(values)
             elif len(numbers) == len(values) and numbers:
                 metrics[key] = statistics.median(numbers)
+            elif all(v is None for v in values):
+                metrics[key] = None  # not measured in any repeat (no such step, no pid)
             else:
                 metrics[key] = values[0] if len(values) == 1 else values
         out.append(

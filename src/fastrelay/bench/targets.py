@@ -7,7 +7,8 @@ A target spec is one of:
   :class:`SoketiInstall`) and started on 127.0.0.1 and a free port;
 - ``http://KEY:SECRET@HOST:PORT/apps/APP_ID`` — a server that is already running (the URL form
   the Pusher server libraries accept). A path before ``/apps/`` is the server's path prefix.
-  ``?pid=N`` names its process, so memory and CPU can be read from ``/proc``.
+  ``?pid=N`` names its process, so memory and CPU can be read from ``/proc`` (summed over
+  the process and its children, e.g. ``--workers``).
 
 Any spec may be prefixed by ``NAME=`` to label it in the reports. Servers started here get
 ``taskset -c CPU`` when the server is pinned, are stopped with SIGTERM (SIGKILL after 10 s), and
@@ -157,8 +158,29 @@ class Target:
 # -- /proc readings ------------------------------------------------------------------------
 
 
-def process_rss_bytes(pid: int) -> int | None:
-    """Resident memory of ``pid`` (VmRSS), or None if it cannot be read."""
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a supervisor's workers, say), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [pid]
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    tree = [pid]
+    for member in tree:  # grows while iterated: breadth first
+        tree.extend(children.get(member, ()))
+    return tree
+
+
+def _one_rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:
@@ -169,17 +191,33 @@ def process_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def process_rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` and its descendants (VmRSS), or None if it cannot be read."""
+    sizes = [_one_rss(member) for member in _process_tree(pid)]
+    if sizes[0] is None:
+        return None
+    return sum(size for size in sizes if size is not None)
+
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds used by ``pid`` so far, or None if it cannot be read."""
+def _one_cpu(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             fields = stat.read().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / _TICKS
     except (OSError, ValueError, IndexError):
         return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by ``pid`` and its live descendants (so a server
+    of several worker processes counts whole), or None if ``pid`` cannot be read."""
+    times = [_one_cpu(member) for member in _process_tree(pid)]
+    if times[0] is None:
+        return None
+    return sum(time for time in times if time is not None)
 
 
 # -- processes -----------------------------------------------------------------------------
