@@ -7,6 +7,7 @@ so the whole check runs (a bad key or length would return early).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import statistics
 import sys
@@ -29,6 +30,7 @@ CHANNEL_MESSAGE = '123.456:presence-room:{"user_id":"user-1","user_info":{"name"
 # POST /apps/app-id/events as a Node/Python SDK signs it: 5 query parameters.
 METHOD = "POST"
 PATH = "/apps/app-id/events"
+BODY = b'{"name":"price","channel":"prices","data":"{\\"v\\":1}"}'
 PARAMS = {
     "auth_key": "app-key",
     "auth_timestamp": "1700000000",
@@ -62,12 +64,27 @@ def cases(signing: ModuleType) -> dict[str, Callable[[], object]]:
     verify_request = signing.verify_request
     assert verify_token(SECRET, APP_KEY, token, CHANNEL_MESSAGE)
     assert verify_request(SECRET, METHOD, PATH, PARAMS, signature)
-    return {
+    out = {
         "verify_token (presence)": lambda: verify_token(SECRET, APP_KEY, token, CHANNEL_MESSAGE),
         "verify_request (5-param query)": lambda: verify_request(
             SECRET, METHOD, PATH, PARAMS, signature
         ),
     }
+    check_request = getattr(signing, "check_request", None)
+    if check_request is not None:
+        # The whole check of a signed publish as the REST path runs it: query parsing, the
+        # timestamp window, the body's MD5, the string to sign, HMAC-SHA256 and the compare.
+        query = {k: v for k, v in PARAMS.items() if k != "auth_signature"}
+        query["body_md5"] = hashlib.md5(BODY).hexdigest()
+        canonical = "&".join(f"{k}={query[k]}" for k in sorted(query))
+        query["auth_signature"] = signing.sign(SECRET, f"{METHOD}\n{PATH}\n{canonical}")
+        raw = "&".join(f"{k}={v}" for k, v in query.items())
+        now = float(query["auth_timestamp"])
+        assert check_request(SECRET, APP_KEY, METHOD, PATH, raw, BODY, now, 600) is not None
+        out["check_request (a signed publish, whole)"] = lambda: check_request(
+            SECRET, APP_KEY, METHOD, PATH, raw, BODY, now, 600
+        )
+    return out
 
 
 def main() -> None:
