@@ -109,6 +109,15 @@ def fmt(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
+def row(label: str, count: int, times: dict[str, float]) -> None:
+    """One markdown row: both twins' time per fan-out and per outlet, and their ratio."""
+    py, c = times.get("py"), times.get("c")
+    ratio = f"{py / c:.2f}x" if py and c else "n/a"
+    per_py = fmt(py / count) if py else "n/a"
+    per_c = fmt(c / count) if c else "n/a"
+    print(f"| {label} | {fmt(py)} | {fmt(c)} | {ratio} | {per_py} | {per_c} |")
+
+
 def main() -> None:
     twins = {twin: load(twin) for twin in ("py", "c")}
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {REPEAT} runs")
@@ -118,27 +127,11 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for count in COUNTS:
         for except_id, label in ((None, "to all"), ("5.35", "except sender")):
-            times = median_per_op(
-                {t: fanout_case(fan, count, except_id) for t, fan in twins.items() if fan}
-            )
-            py, c = times.get("py"), times.get("c")
-            ratio = f"{py / c:.2f}x" if py and c else "n/a"
-            per_py = fmt(py / count) if py else "n/a"
-            per_c = fmt(c / count) if c else "n/a"
-            print(
-                f"| fanout {count:,} outlets, {label} | {fmt(py)} | {fmt(c)} | {ratio} "
-                f"| {per_py} | {per_c} |"
-            )
+            cases = {t: fanout_case(fan, count, except_id) for t, fan in twins.items() if fan}
+            row(f"fanout {count:,} outlets, {label}", count, median_per_op(cases))
     for count in COUNTS:
-        times = median_per_op({t: corked_case(fan, count) for t, fan in twins.items() if fan})
-        py, c = times.get("py"), times.get("c")
-        ratio = f"{py / c:.2f}x" if py and c else "n/a"
-        per_py = fmt(py / count) if py else "n/a"
-        per_c = fmt(c / count) if c else "n/a"
-        print(
-            f"| corked fanout + flush, {count:,} outlets, C-level write | {fmt(py)} | {fmt(c)} "
-            f"| {ratio} | {per_py} | {per_c} |"
-        )
+        cases = {t: corked_case(fan, count) for t, fan in twins.items() if fan}
+        row(f"corked fanout + flush, {count:,} outlets, C-level write", count, median_per_op(cases))
     if twins["c"] is None:
         print("\nThe compiled twin is not built: run the build_ext step first.")
 
