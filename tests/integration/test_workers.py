@@ -15,13 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redisserver import RedisServer, redis_server  # noqa: F401  (the fixture comes along)
 
-from conftest import BASE_ENV, TIMEOUT, ServerProcess, connect, http
+from conftest import BASE_ENV, TIMEOUT, ServerProcess, connect, http, start_server
 from fastrelay.server.workers import KILL_MARGIN, child_argv
 
 pytestmark = pytest.mark.skipif(
@@ -171,6 +172,30 @@ async def test_a_killed_worker_is_restarted(
 
     assert srv.stop(signal.SIGTERM) == 0, "\n".join(srv.lines)
     assert not alive(new_pid) and not alive(pids[1])
+
+
+async def test_workers_die_with_a_killed_supervisor(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    srv = start_server({"RELAY_REDIS_URL": redis_server.url}, ["--workers", "2"])
+    pids = worker_pids(srv)
+    srv.proc.send_signal(signal.SIGKILL)  # no chance to stop them: the kernel must
+    assert srv.proc.wait(TIMEOUT) == -signal.SIGKILL
+    deadline = time.monotonic() + TIMEOUT
+    while any(running(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"workers {pids} outlived their supervisor"
+        await asyncio.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan here may never be reaped)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return alive(pid)
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def test_a_worker_that_ignores_sigterm_is_killed(

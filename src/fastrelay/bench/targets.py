@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._process import parent_death_signal
+
 __all__ = [
     "SOKETI_VERSION",
     "ManagedServer",
@@ -223,22 +225,6 @@ def process_cpu_seconds(pid: int) -> float | None:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """Linux: a ``preexec_fn`` giving the server SIGTERM if the load tool dies, so no server
-    outlives a killed run (the setting survives the exec of taskset and of the server). The
-    libc function is looked up here, in the parent, so the child only calls it."""
-    if sys.platform != "linux":
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-
 class ManagedServer:
     """A server process started here; its output is kept (last 200 lines) for error reports."""
 
@@ -257,7 +243,7 @@ class ManagedServer:
                 text=True,
                 errors="replace",
                 start_new_session=True,
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )
         except OSError as exc:
             raise TargetError(f"cannot start {argv[0]}: {exc}") from None

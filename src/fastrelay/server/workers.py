@@ -33,6 +33,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._process import parent_death_signal
 from ..config import Config
 from ..errors import ConfigError
 
@@ -219,7 +220,12 @@ class Supervisor:
         }
         try:
             worker.proc = subprocess.Popen(
-                self._argv, env=env, stdin=subprocess.DEVNULL, pass_fds=(self._ready_w,)
+                self._argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(self._ready_w,),
+                # A supervisor killed outright (SIGKILL) takes its workers with it.
+                preexec_fn=parent_death_signal(),
             )
         except OSError as exc:
             log.error("cannot start worker %d: %s", worker.index, exc)
