@@ -407,6 +407,12 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode == OP_CLOSE:
                 self._peer_closed(payload)
                 return
+        client = self._client
+        if messages and client is not None:
+            # Replies to this read go out now, not with the corked end-of-iteration batch: their
+            # write is what pauses reading (pause_writing over H/2) before the next read lands,
+            # so a client that sends but never reads is paused, never cut off.
+            client.outlet.flush()
 
     def _handle_message(self, payload: bytes) -> None:
         assert self._session is not None
