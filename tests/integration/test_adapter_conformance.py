@@ -639,26 +639,42 @@ async def test_cached_event_expires(adapter_factory: Cluster) -> None:
 # -- single node: traffic ----------------------------------------------------------------------
 
 
-async def test_broadcast_does_not_come_back_to_its_node(adapter_factory: Cluster) -> None:
+async def test_broadcast_comes_back_through_the_cluster_or_not_at_all(
+    adapter_factory: Cluster,
+) -> None:
+    """Local: broadcast() says False and the hub delivers itself. Redis: True, and the node's
+    own message comes back from Redis like everyone else's, so all nodes share one order."""
     node = await adapter_factory.node()
     node.adapter.interest(APP, "news", True)
-    if adapter_factory.kind == "redis":
-        await adapter_factory.await_numsub(APP, "news", 1)
-    node.adapter.broadcast(APP, "news", frame("own"), None)
-    node.adapter.broadcast(APP, "news", frame("own, except"), "1.1")
-    node.adapter.terminate_user(APP, "alice")
     if adapter_factory.kind == "local":
+        assert node.adapter.broadcast(APP, "news", frame("own"), None) is False
+        node.adapter.terminate_user(APP, "alice")
         assert node.receiver.calls == []  # no I/O: nothing can arrive later
         return
-    await node.flushed()  # Redis has published them before the other node exists
-    # The node's own messages went out first on Redis; a second node's message, published
-    # after them, is the first (and only) thing this node's receiver sees.
+    await adapter_factory.await_numsub(APP, "news", 1)
+    assert node.adapter.broadcast(APP, "news", frame("own"), None) is True
+    assert node.adapter.broadcast(APP, "news", frame("own, except"), "1.1") is True
+    node.adapter.terminate_user(APP, "alice")  # done here already: never comes back
+    assert await node.receiver.next() == ("deliver", APP, "news", frame("own"), None)
+    assert await node.receiver.next() == ("deliver", APP, "news", frame("own, except"), "1.1")
+    # A second node's message, published after them, is the next and last thing it sees.
     other = await adapter_factory.node()
     theirs = frame("from the other node")
     other.adapter.broadcast(APP, "news", theirs, None)
     assert await node.receiver.next() == ("deliver", APP, "news", theirs, None)
     assert node.receiver.unread == 0
     assert other.receiver.calls == []
+
+
+async def test_ready_waits_for_the_subscription(adapter_factory: Cluster) -> None:
+    node = await adapter_factory.node()
+    node.adapter.interest(APP, "fresh", True)
+    ready = asyncio.get_running_loop().create_future()
+    node.adapter.ready(APP, "fresh", lambda: ready.set_result(True))
+    await asyncio.wait_for(ready, TIMEOUT)
+    if adapter_factory.kind == "redis":
+        # Confirmed: Redis already counts this node's subscription.
+        assert await adapter_factory.numsub(APP, "fresh") == 1
 
 
 # -- several nodes (Redis) ---------------------------------------------------------------------
@@ -686,7 +702,7 @@ async def test_interest_routes_broadcasts(cluster: Cluster, prefix: str) -> None
     assert await c.receiver.next() == ("deliver", APP, "sport", frame("for c"), None)
     assert c.receiver.unread == 0
 
-    # Both B and A interested: two nodes subscribed; A still does not hear itself.
+    # Both B and A interested: two nodes subscribed.
     a.adapter.interest(APP, "news", True)
     await cluster.await_numsub(APP, "news", 2)
     # B withdraws: Redis stops sending it the topic, and it delivers nothing more of it.
@@ -698,7 +714,9 @@ async def test_interest_routes_broadcasts(cluster: Cluster, prefix: str) -> None
     a.adapter.broadcast(APP, "probe", frame("probe"), None)
     assert await b.receiver.next() == ("deliver", APP, "probe", frame("probe"), None)
     assert b.receiver.unread == 0
-    assert a.receiver.calls == []
+    # A hears only what was published while it had interest, its own message included.
+    assert await a.receiver.next() == ("deliver", APP, "news", frame("after withdrawal"), None)
+    assert a.receiver.unread == 0
     assert c.receiver.calls == [("deliver", APP, "sport", frame("for c"), None)]
 
 

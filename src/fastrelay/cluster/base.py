@@ -130,11 +130,21 @@ class Adapter(abc.ABC):
     def interest(self, app_id: str, topic: str, wanted: bool) -> None:
         """This node got its first local subscriber of ``topic`` (True) or lost its last."""
 
+    def ready(self, app_id: str, topic: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this node receives every later message of ``topic`` from
+        every node (after :meth:`interest`): then a subscription may be confirmed."""
+        callback()
+
     @abc.abstractmethod
     def broadcast(
         self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None
-    ) -> None:
-        """Deliver ``frame`` to ``topic``'s subscribers on the other nodes, once, in order."""
+    ) -> bool:
+        """Deliver ``frame`` to ``topic``'s subscribers through the cluster; True when that
+        includes this node's (then the caller must not deliver it too), False when this node
+        must deliver it to its own subscribers itself.
+
+        Through the cluster, every node gets a topic's messages in one order, the order in
+        which the cluster took them, whichever node they were published on."""
 
     def settled(self) -> Awaitable[None] | None:
         """What to await before confirming a publish: every broadcast so far has then been

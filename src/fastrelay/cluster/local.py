@@ -92,8 +92,8 @@ class LocalAdapter(Adapter):
 
     def broadcast(
         self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None
-    ) -> None:
-        return None
+    ) -> bool:
+        return False
 
     def terminate_user(self, app_id: str, user_id: str) -> None:
         return None

@@ -2,10 +2,12 @@
 
 Traffic. A node subscribes on Redis only to the topics it has local subscribers for (first local
 subscriber: ``SUBSCRIBE``; last one gone: ``UNSUBSCRIBE``), so a message reaches only nodes
-that want it. A published message is delivered on its origin node directly and crosses Redis
-as the finished WebSocket frame, ``{origin node}{except socket}\\n{frame}``: a receiving node
-drops its own echo and fans the bytes out without any JSON work. One command connection keeps
-each node's ``PUBLISH`` order, so a channel's messages arrive in publish order.
+that want it. A published message crosses Redis as the finished WebSocket frame,
+``{origin}{except socket}\\n{frame}``, and every node with subscribers, the publishing one
+included, delivers it when it comes back: so every subscriber on every node gets a channel's
+messages in the one order Redis took them, and a receiving node fans the bytes out without any
+JSON work. An HTTP publish is confirmed once Redis has it (:meth:`RedisAdapter.settled`), and a
+subscription once Redis has confirmed the node's ``SUBSCRIBE`` (:meth:`RedisAdapter.ready`).
 
 State. Presence rosters, per-node counts and cache-channel last events live in Redis
 (:mod:`.scripts` documents the keys). Every node heart-beats into a sorted set every
@@ -64,8 +66,8 @@ NODE_ID_LENGTH = 12  # hex characters; fixed, so a message's origin is a slice
 START_WAIT = 3.0  # seconds start() waits for Redis before serving degraded
 STOP_WAIT = 2.0  # seconds stop() gives the goodbye commands
 _TERMINATE = b"T"
-# The origin of messages every node delivers, the publishing one included (history: the id
-# is assigned in Redis, so the origin has no frame to deliver before it comes back).
+# The origin of messages every node delivers, the publishing one included. A message bearing a
+# node's own id instead is for the other nodes only (announcements after an outage).
 _EVERY_NODE = b"*" * NODE_ID_LENGTH
 
 
@@ -272,7 +274,8 @@ class RedisAdapter(Adapter):
                 _, infos = _roster(reply[1])
                 added = codec.encode_member_added(channel, user_id, infos.get(user_key(user_id)))
                 # Local clients saw this join while Redis was away; tell the others only.
-                self.broadcast(app_id, channel, encode_frame(OP_TEXT, added), None)
+                frame = encode_frame(OP_TEXT, added)
+                self._publish(app_id, channel, frame, None, self._node_bytes)
 
         return answered
 
@@ -280,7 +283,8 @@ class RedisAdapter(Adapter):
         if isinstance(reply, bytes):
             user_id = orjson.loads(reply)[0]
             removed = codec.encode_member_removed(channel, user_id)
-            self.broadcast(app_id, channel, encode_frame(OP_TEXT, removed), None)
+            frame = encode_frame(OP_TEXT, removed)
+            self._publish(app_id, channel, frame, None, self._node_bytes)
 
     # -- heartbeat and dead nodes ------------------------------------------------------------
 
@@ -349,12 +353,29 @@ class RedisAdapter(Adapter):
             self._topics.pop(key, None)
             self._subscriber.unsubscribe(key)
 
+    def ready(self, app_id: str, topic: str, callback: Callable[[], None]) -> None:
+        self._subscriber.when_subscribed(self._topic_key(app_id, topic), callback)
+
     def broadcast(
         self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None
-    ) -> None:
+    ) -> bool:
         if not self._client.connected:
-            return
-        head = self._node_bytes + (except_socket_id.encode() if except_socket_id else b"")
+            return False  # Redis is away: this node serves its own subscribers itself
+        # Delivered on this node too when it comes back from Redis, so that every node sees
+        # the topic's messages in Redis's order, whichever node published them.
+        self._publish(app_id, topic, frame, except_socket_id, _EVERY_NODE)
+        return True
+
+    def _publish(
+        self,
+        app_id: str,
+        topic: str,
+        frame: bytes,
+        except_socket_id: str | None,
+        origin: bytes,
+    ) -> None:
+        """PUBLISH ``{origin}{except socket}\\n{frame}``; a node drops what bears its own id."""
+        head = origin + (except_socket_id.encode() if except_socket_id else b"")
         self._client.send("PUBLISH", self._topic_key(app_id, topic), head + b"\n" + frame)
 
     def settled(self) -> Awaitable[None] | None:
@@ -392,6 +413,7 @@ class RedisAdapter(Adapter):
 
     def terminate_user(self, app_id: str, user_id: str) -> None:
         if self._client.connected:
+            # Bears this node's id: the hub has closed this node's connections already.
             message = self._node_bytes + _TERMINATE + orjson.dumps([app_id, user_id])
             self._client.send("PUBLISH", self._control, message)
 
@@ -453,7 +475,7 @@ class RedisAdapter(Adapter):
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         if payload[:NODE_ID_LENGTH] == self._node_bytes:
-            return  # delivered on this node when it was published
+            return  # meant for the other nodes only (this one has dealt with it)
         receiver = self._receiver
         if receiver is None:
             return

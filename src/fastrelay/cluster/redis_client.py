@@ -573,6 +573,8 @@ class RedisSubscriber(_Connection):
         self._unconfirmed = 0
         self._subscribed_count = 0
         self._subscribed_waiters: set[asyncio.Future[bool]] = set()
+        # channel → callbacks waiting for the server's confirmation of its SUBSCRIBE
+        self._confirm_waiters: dict[bytes, list[Callable[[], None]]] = {}
 
     @property
     def channels(self) -> frozenset[bytes]:
@@ -622,6 +624,27 @@ class RedisSubscriber(_Connection):
         self._schedule_flush()
         self._check_subscribed()
 
+    def when_subscribed(self, channel: bytes, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the server has confirmed ``channel``'s SUBSCRIBE: from then
+        on every message published to it reaches this connection. At once when it is already
+        confirmed, not wanted, or the connection is down (nothing to wait for then)."""
+        if not self._connected or channel in self._confirmed or channel not in self._desired:
+            callback()
+            return
+        self._confirm_waiters.setdefault(channel, []).append(callback)
+
+    def _release_confirm_waiters(self, channel: bytes | None = None) -> None:
+        if channel is None:
+            waiting = [cb for cbs in self._confirm_waiters.values() for cb in cbs]
+            self._confirm_waiters.clear()
+        else:
+            waiting = self._confirm_waiters.pop(channel, [])
+        for callback in waiting:
+            try:
+                callback()
+            except Exception:
+                log.exception("redis: subscription callback failed")
+
     async def wait_subscribed(self, timeout: float) -> bool:
         """True once connected with every desired channel's SUBSCRIBE confirmed."""
         if self._connected and self._unconfirmed == 0:
@@ -633,6 +656,7 @@ class RedisSubscriber(_Connection):
     async def close(self) -> None:
         await super().close()
         self._release(self._subscribed_waiters, False)
+        self._release_confirm_waiters()
 
     def _flush(self) -> None:
         if self._to_subscribe:
@@ -654,6 +678,8 @@ class RedisSubscriber(_Connection):
 
     def _on_lost(self) -> None:
         self._forget()
+        # Nobody is served by waiting for a connection that is gone.
+        self._release_confirm_waiters()
 
     def _forget(self) -> None:
         self._to_subscribe.clear()
@@ -698,6 +724,8 @@ class RedisSubscriber(_Connection):
                     self._unconfirmed -= 1
             if isinstance(count, int):
                 self._subscribed_count = count
+            if channel in self._confirm_waiters:
+                self._release_confirm_waiters(channel)
             self._check_subscribed()
         elif kind == b"unsubscribe":
             if isinstance(channel, bytes) and channel in self._confirmed:

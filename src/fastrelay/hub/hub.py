@@ -104,11 +104,13 @@ class Hub:
     def _fanout_topic(
         self, app: App, topic: str, frame: bytes, except_socket_id: str | None
     ) -> int:
-        """Deliver to ``topic``'s subscribers on every node: the others first, then this one's.
+        """Deliver to ``topic``'s subscribers on every node; returns the deliveries made here
+        now (0 when the cluster delivers on this node too, in the cluster's order).
 
-        The frame crosses to other nodes already encoded; returns the local deliveries.
+        The frame crosses to other nodes already encoded.
         """
-        self._adapter.broadcast(app.id, topic, frame, except_socket_id)
+        if self._adapter.broadcast(app.id, topic, frame, except_socket_id):
+            return 0
         return self.deliver(app.id, topic, frame, except_socket_id)
 
     def deliver(self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None) -> int:
@@ -199,8 +201,7 @@ class Hub:
         kind = channel_kind(name)
         if not kind.is_presence:
             self._register(client, name, kind, None)
-            client.send(codec.encode_subscription_succeeded(name))
-            self._after_success(client, name, kind)
+            self._confirm(client, name, kind, codec.encode_subscription_succeeded(name))
             return
         token = _PendingJoin(presence_id)
         if client.pending is None:
@@ -215,6 +216,17 @@ class Hub:
             app.max_presence_members,
             lambda result: self._joined(client, name, presence_id, token, result),
         )
+
+    def _confirm(self, client: Client, name: str, kind: ChannelKind, succeeded: bytes) -> None:
+        """Send ``subscription_succeeded`` once this node hears the channel from every node
+        (at once on a single node), then what follows it."""
+
+        def ready() -> None:
+            if name in client.channels:
+                client.send(succeeded)
+                self._after_success(client, name, kind)
+
+        self._adapter.ready(client.app.id, name, ready)
 
     def _repeat_success(self, client: Client, name: str, roster: dict[str, Any]) -> None:
         if name in client.channels:
@@ -297,8 +309,11 @@ class Hub:
                 )
             return
         if current:
-            self._register(client, name, ChannelKind.PRESENCE, presence_id)
-            client.send(codec.encode_subscription_succeeded(name, result.roster))
+            kind = channel_kind(name)
+            self._register(client, name, kind, presence_id)
+            self._confirm(
+                client, name, kind, codec.encode_subscription_succeeded(name, result.roster)
+            )
         if result.first:
             # Announced even when the connection left meanwhile: its leave, already on its way
             # to the cluster, will announce member_removed after this.
@@ -308,8 +323,6 @@ class Hub:
                 app, {"name": "member_added", "channel": name, "user_id": presence_id}
             )
             self._record(app, "member_added", {"channel": name, "user_id": presence_id})
-        if current:
-            self._after_success(client, name, channel_kind(name))
 
     def _cancel_pending(self, client: Client, name: str) -> bool:
         """Withdraw a join the cluster has not answered; its answer will find it gone."""
@@ -521,8 +534,12 @@ class Hub:
 
     # -- users -------------------------------------------------------------------------------
 
-    def sign_in(self, client: Client, user_id: str, watchlist: tuple[str, ...]) -> None:
-        """Index a signed-in connection and send the watchlist state (PROTOCOL.md §10.1, §10.4)."""
+    def sign_in(
+        self, client: Client, user_id: str, watchlist: tuple[str, ...], ack: bytes | None = None
+    ) -> None:
+        """Index a signed-in connection, then send ``ack`` (``pusher:signin_success``) and the
+        watchlist state (PROTOCOL.md §10.1, §10.4) once this node hears the user's topic from
+        every node, so a ``#server-to-user`` event sent after the ack reaches it."""
         state = self._state(client.app.id)
         client.user_id = user_id
         client.watchlist = watchlist
@@ -532,6 +549,7 @@ class Hub:
         connections[client.socket_id] = client
         if came_online:
             self._adapter.interest(client.app.id, USER_CHANNEL_PREFIX + user_id, True)
+        replies = [ack] if ack is not None else []
         if client.app.watchlist_events_enabled:
             for watched in watchlist:
                 state.watchers.setdefault(watched, set()).add(client.socket_id)
@@ -545,7 +563,13 @@ class Hub:
                     for name, ids in (("online", online), ("offline", offline))
                     if ids
                 ]
-                client.send(codec.encode_watchlist_events(events))
+                replies.append(codec.encode_watchlist_events(events))
+
+        def ready() -> None:
+            for reply in replies:
+                client.send(reply)
+
+        self._adapter.ready(client.app.id, USER_CHANNEL_PREFIX + user_id, ready)
 
     def _sign_out(self, state: AppState, client: Client) -> None:
         user_id = client.user_id

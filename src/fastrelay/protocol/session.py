@@ -286,11 +286,13 @@ class Session:
         if client.user_id is not None and client.user_id != user_id:
             self._send_error(None, "Connection is already signed in as another user.")
             return
-        client.send(codec.encode_signin_success(message.user_data))
-        if client.user_id is None:
+        success = codec.encode_signin_success(message.user_data)
+        if client.user_id is not None:
+            client.send(success)  # signed in already, as this same user
+        else:
             watchlist = user.get("watchlist")
             ids = [str(w) for w in watchlist] if isinstance(watchlist, list) else []
-            self.hub.sign_in(client, user_id, tuple(ids[:MAX_WATCHLIST]))
+            self.hub.sign_in(client, user_id, tuple(ids[:MAX_WATCHLIST]), ack=success)
             if len(ids) > MAX_WATCHLIST:
                 self._send_error(
                     4302, "Watchlist limit exceeded. Only the first 100 user IDs are accepted."
