@@ -457,18 +457,15 @@ class RestApi:
     def trigger(self, request: Request, app: App) -> _Answer:
         item = self._parse_publish(app, _json_object(request.body))
         self._publish(app, item, request)
-        settled = self._adapter.settled()
-        if not item.info and settled is None:
-            return EMPTY_OK
-        return self._trigger_answer(app, item, settled)
+        if not item.info:
+            return self._answer_settled(EMPTY_OK)
+        return self._trigger_info(app, item, self._adapter.settled())
 
-    async def _trigger_answer(
+    async def _trigger_info(
         self, app: App, item: _Publish, settled: Awaitable[None] | None
     ) -> Response:
         if settled is not None:
-            await settled
-        if not item.info:
-            return EMPTY_OK
+            await settled  # the counts asked for include this publish's effects elsewhere
         channels = {c: await self._channel_attributes(app, c, item.info) for c in item.channels}
         return json_response({"channels": channels})
 
@@ -483,18 +480,15 @@ class RestApi:
         items = [self._parse_publish(app, entry) for entry in batch]  # all or nothing
         for item in items:
             self._publish(app, item, request)
-        settled = self._adapter.settled()
-        if not any(item.info for item in items) and settled is None:
-            return EMPTY_OK
-        return self._batch_answer(app, items, settled)
+        if not any(item.info for item in items):
+            return self._answer_settled(EMPTY_OK)
+        return self._batch_info(app, items, self._adapter.settled())
 
-    async def _batch_answer(
+    async def _batch_info(
         self, app: App, items: list[_Publish], settled: Awaitable[None] | None
     ) -> Response:
         if settled is not None:
             await settled
-        if not any(item.info for item in items):
-            return EMPTY_OK
         batch = [
             await self._channel_attributes(app, item.channels[0], item.info) if item.info else {}
             for item in items
