@@ -27,7 +27,13 @@ __all__ = [
     "JoinResult",
     "LeaveResult",
     "Receiver",
+    "roster_payload",
 ]
+
+
+def roster_payload(ids: list[Any], infos: dict[str, Any]) -> dict[str, Any]:
+    """The presence part of ``pusher_internal:subscription_succeeded`` (PROTOCOL.md §3.5)."""
+    return {"ids": ids, "hash": infos, "count": len(ids)}
 
 
 class ClusterUnavailable(Exception):

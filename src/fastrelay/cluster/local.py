@@ -20,6 +20,7 @@ from .base import (
     LeaveResult,
     Receiver,
     RosterDone,
+    roster_payload,
 )
 
 __all__ = ["LocalAdapter", "LocalMember", "user_key"]
@@ -60,11 +61,11 @@ class _Presence:
 
     def roster(self) -> dict[str, Any]:
         """The ``pusher_internal:subscription_succeeded`` presence payload (a fresh copy)."""
-        return {"ids": list(self.ids.values()), "hash": dict(self.infos), "count": len(self.ids)}
+        return roster_payload(list(self.ids.values()), dict(self.infos))
 
 
 def _empty_roster() -> dict[str, Any]:
-    return {"ids": [], "hash": {}, "count": 0}
+    return roster_payload([], {})
 
 
 class LocalAdapter(Adapter):
@@ -156,15 +157,40 @@ class LocalAdapter(Adapter):
         member = None if presence is None else presence.members.get(key)
         if member is None and 0 <= limit <= (0 if presence is None else len(presence.members)):
             return JoinResult(rejected=True)
+        first = self.record_join(app_id, channel, socket_id, user_id, user_info)
+        return self.joined(app_id, channel, user_id, first)
+
+    def record_join(
+        self, app_id: str, channel: str, socket_id: str, user_id: Any, user_info: Any
+    ) -> bool:
+        """Add the connection, whatever the limit; True when the user is new here."""
+        presence = self._presence.get((app_id, channel))
         if presence is None:
             presence = self._presence[(app_id, channel)] = _Presence()
+        key = user_key(user_id)
+        member = presence.members.get(key)
         first = member is None
         if member is None:
             member = presence.members[key] = LocalMember(user_id)
             presence.ids[key] = user_id
         member.connections[socket_id] = {} if user_info is None else user_info
-        shown = presence.infos[key] = member.user_info
-        return JoinResult(rejected=False, first=first, user_info=shown, roster=presence.roster())
+        presence.infos[key] = member.user_info
+        return first
+
+    def has_connection(self, app_id: str, channel: str, socket_id: str, user_id: Any) -> bool:
+        presence = self._presence.get((app_id, channel))
+        member = None if presence is None else presence.members.get(user_key(user_id))
+        return member is not None and socket_id in member.connections
+
+    def joined(self, app_id: str, channel: str, user_id: Any, first: bool) -> JoinResult:
+        """The answer to a join :meth:`record_join` has made, from this node's view."""
+        presence = self._presence[(app_id, channel)]
+        return JoinResult(
+            rejected=False,
+            first=first,
+            user_info=presence.infos[user_key(user_id)],
+            roster=presence.roster(),
+        )
 
     def presence_leave(
         self, app_id: str, channel: str, socket_id: str, user_id: Any, done: LeaveDone

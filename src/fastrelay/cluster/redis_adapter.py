@@ -53,6 +53,7 @@ from .base import (
     LeaveResult,
     Receiver,
     RosterDone,
+    roster_payload,
 )
 from .local import LocalAdapter, user_key
 from .redis_client import RedisClient, RedisSubscriber, RedisUnavailable
@@ -85,16 +86,15 @@ def _base(prefix: str) -> str:
     return prefix + "fastrelay:"
 
 
-def _roster(flat: list[bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``subscription_succeeded`` payload from an ``…:i`` hash, and user key → info."""
+def _roster(flat: list[bytes]) -> dict[str, Any]:
+    """The ``subscription_succeeded`` payload from an ``…:i`` hash (user key → [id, info])."""
     ids: list[Any] = []
     infos: dict[str, Any] = {}
     for j in range(0, len(flat), 2):
         user_id, info = orjson.loads(flat[j + 1])
-        key = flat[j].decode()
         ids.append(user_id)
-        infos[key] = info
-    return {"ids": ids, "hash": infos, "count": len(ids)}, infos
+        infos[flat[j].decode()] = info
+    return roster_payload(ids, infos)
 
 
 class RedisAdapter(Adapter):
@@ -271,7 +271,7 @@ class RedisAdapter(Adapter):
     def _announce_added(self, app_id: str, channel: str, user_id: Any) -> Callable[[Any], None]:
         def answered(reply: Any) -> None:
             if isinstance(reply, list) and reply and reply[0] == 1:
-                _, infos = _roster(reply[1])
+                infos = _roster(reply[1])["hash"]
                 added = codec.encode_member_added(channel, user_id, infos.get(user_key(user_id)))
                 # Local clients saw this join while Redis was away; tell the others only.
                 frame = encode_frame(OP_TEXT, added)
@@ -603,9 +603,9 @@ class RedisAdapter(Adapter):
     ) -> None:
         # Recorded here first (no limit: the cluster decides), so that an outage can fall
         # back to it and a reconnect can re-register it.
-        fallback = self._local.join_now(app_id, channel, socket_id, user_id, user_info, -1)
+        first_here = self._local.record_join(app_id, channel, socket_id, user_id, user_info)
         if not self._client.connected:
-            done(fallback)
+            done(self._local.joined(app_id, channel, user_id, first_here))
             return
 
         def answered(reply: Any) -> None:
@@ -613,19 +613,22 @@ class RedisAdapter(Adapter):
                 self._local.leave_now(app_id, channel, socket_id, user_id)
                 done(JoinResult(rejected=True))
             elif isinstance(reply, list) and len(reply) == 2:
-                roster, infos = _roster(reply[1])
+                roster = _roster(reply[1])
+                infos = roster["hash"]
                 done(
                     JoinResult(
                         rejected=False,
                         first=reply[0] == 1,
-                        user_info=infos.get(user_key(user_id), fallback.user_info),
+                        user_info=infos.get(user_key(user_id), user_info),
                         roster=roster,
                     )
                 )
-            else:
+            elif self._local.has_connection(app_id, channel, socket_id, user_id):
                 if isinstance(reply, RedisReplyError):
                     log.warning("cluster: presence join failed: %s", reply)
-                done(fallback)
+                done(self._local.joined(app_id, channel, user_id, first_here))
+            else:
+                done(JoinResult(rejected=True))  # gone meanwhile: nothing to confirm
 
         membership = self._membership(app_id, channel, socket_id, user_id)
         self._call_join(app_id, channel, socket_id, user_id, user_info, limit, membership, answered)
@@ -657,7 +660,7 @@ class RedisAdapter(Adapter):
 
         def answered(reply: Any) -> None:
             if isinstance(reply, list):
-                done(_roster(reply)[0])
+                done(_roster(reply))
             else:
                 self._local.presence_roster(app_id, channel, done)
 
@@ -723,7 +726,8 @@ class RedisAdapter(Adapter):
 
     async def users(self, app_id: str, channel: str) -> list[tuple[Any, Any]]:
         flat = await self._ask(app_id, "HGETALL", self._presence_keys(app_id, channel)[2])
-        roster, infos = _roster(flat)
+        roster = _roster(flat)
+        infos = roster["hash"]
         return [(user_id, infos[user_key(user_id)]) for user_id in roster["ids"]]
 
     async def connections(self, app_id: str) -> int:

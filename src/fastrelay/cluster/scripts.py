@@ -96,7 +96,7 @@ local function drop_counts(base, node)
   redis.call('DEL', nk .. ':apps', nk .. ':conns')
 end
 
-local function drop_node(base, node, gone, vacated)
+local function drop_occupancy(base, node, vacated)
   local occupied = base .. 'n:' .. node .. ':occ'
   for _, entry in ipairs(redis.call('SMEMBERS', occupied)) do
     local c = cjson.decode(entry)
@@ -107,6 +107,10 @@ local function drop_node(base, node, gone, vacated)
     end
   end
   redis.call('DEL', occupied)
+end
+
+local function drop_node(base, node, gone, vacated)
+  drop_occupancy(base, node, vacated)
   local pres = base .. 'n:' .. node .. ':pres'
   for _, entry in ipairs(redis.call('SMEMBERS', pres)) do
     local m = cjson.decode(entry)
@@ -241,12 +245,7 @@ NODE_RESET = (
     _DROP_NODE
     + """
 drop_counts(ARGV[2], ARGV[1])
-local occupied = ARGV[2] .. 'n:' .. ARGV[1] .. ':occ'
-for _, entry in ipairs(redis.call('SMEMBERS', occupied)) do
-  local c = cjson.decode(entry)
-  redis.call('SREM', ARGV[2] .. 'o:' .. c[1] .. ':' .. c[2], ARGV[1])
-end
-redis.call('DEL', occupied)
+drop_occupancy(ARGV[2], ARGV[1], {})  -- quietly: the snapshot that follows re-adds the rest
 return 1
 """
 )

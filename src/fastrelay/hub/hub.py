@@ -341,10 +341,10 @@ class Hub:
             name,
             socket_id,
             presence_id,
-            lambda result: self._left(app, name, presence_id, result),
+            lambda result: self._left(app, name, result),
         )
 
-    def _left(self, app: App, name: str, presence_id: Any, result: LeaveResult) -> None:
+    def _left(self, app: App, name: str, result: LeaveResult) -> None:
         if result.last:
             self.member_gone(app, name, result.user_id)
 

@@ -100,9 +100,8 @@ class _HubReceiver:
     def __init__(self, hub: Hub, apps: AppManager) -> None:
         self._hub = hub
         self._apps = apps
-
-    def deliver(self, app_id: str, topic: str, frame: bytes, except_socket_id: str | None) -> None:
-        self._hub.deliver(app_id, topic, frame, except_socket_id)
+        # Called once per message from another node: the hub's own method, no wrapper frame.
+        self.deliver = hub.deliver
 
     def terminate_user(self, app_id: str, user_id: str) -> int:
         return self._hub.terminate_local_user(app_id, user_id)
